@@ -1,0 +1,58 @@
+"""Named defaults, each with the reason it has the value it has."""
+
+from __future__ import annotations
+
+# The Redis every new user has locally; `make run` starts an embedded one when it is silent.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+# Every key the fleet writes starts with this, so it can share a Redis and tests can wipe theirs.
+KEY_PREFIX = "monitao-pd:"
+
+# Backoff: PagerDuty advises retrying 429s "after a few minutes"; 5 s doubling reaches the
+# 5-minute cap after 6 tries, so an outage costs a handful of attempts per key per hour.
+RETRY_BASE_SECONDS = 5.0
+RETRY_CAP_SECONDS = 300.0
+# An alert older than a day is no longer actionable; it is dead-lettered as `expired`.
+MAX_EVENT_AGE_SECONDS = 24 * 3600.0
+
+# PagerDuty answers in well under a second; a stalled connection must not hold a key for long.
+HTTP_CONNECT_TIMEOUT = 5.0
+HTTP_READ_TIMEOUT = 10.0
+# Enough keep-alive connections for a threads pool of the default concurrency.
+HTTP_MAX_CONNECTIONS = 100
+
+# A deliver task makes one pass over one key for at most PASS_SECONDS plus one attempt
+# (15 s), so 60 s is "a little above the longest task": Celery restores a message a crashed
+# worker held after this long.
+VISIBILITY_TIMEOUT = 60
+# A key's lease outlives one attempt (connect + read timeout) with room to spare; when its
+# holder dies the key is due again after at most this long, which bounds crash recovery.
+LEASE_SECONDS = 30.0
+# After publishing a key's task the dispatcher leaves the key alone this long, so a deep
+# queue does not get a second task for the same key; it is also the fallback recovery time.
+CLAIM_SECONDS = 60.0
+# One deliver task stops taking new events of its key after this long and re-queues the key,
+# so one busy incident cannot hold a worker thread.
+PASS_SECONDS = 20.0
+# How often each worker's dispatcher looks for due keys, and how many it claims at once.
+DISPATCH_INTERVAL = 0.25
+DISPATCH_BATCH = 500
+# The dispatcher stops publishing while the broker queue is this long: keys stay due in the
+# schedule (oldest first) instead of piling up as duplicate tasks.
+MAX_QUEUE_LENGTH = 10_000
+
+# How long an incident's timeline, and a final event's record, are kept.
+TIMELINE_RETENTION_SECONDS = 7 * 24 * 3600.0
+EVENT_RETENTION_SECONDS = 7 * 24 * 3600.0
+
+# Delivery is I/O bound: threads wait on PagerDuty's latency without a process each.
+WORKER_POOL = "threads"
+WORKER_POOLS = ("threads", "prefork", "solo")
+WORKER_CONCURRENCY = 32
+
+# PagerDuty allows about 120 events per routing key per minute; stay a little under it.
+RATE_LIMIT_PER_MINUTE = 100
+
+# Celery queue that carries deliver tasks.
+QUEUE_NAME = "deliver"
+# The one Celery task: a delivery pass over one (destination, dedup_key).
+DELIVER_TASK = "monitao.deliver"

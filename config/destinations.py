@@ -1,0 +1,206 @@
+"""Destinations: where events go, read from the TOML file named by `MONITAO_PD_CONFIG`.
+
+```toml
+[destinations.prod]
+routing_key_env = "PD_KEY_PROD"   # or routing_key = "..." (32 characters)
+region = "us"                     # "us" or "eu"; events_url overrides it
+source = "MoniTao"
+rate_limit_per_minute = 100
+[destinations.prod.severity_map]
+critical = "critical"
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from config import defaults
+from config.errors import ConfigurationError
+
+Severity = Literal["critical", "error", "warning", "info"]
+
+REGION_EVENTS_URLS = {
+    "us": "https://events.pagerduty.com/v2/enqueue",
+    "eu": "https://events.eu.pagerduty.com/v2/enqueue",
+}
+
+DEFAULT_SEVERITY_MAP: dict[str, Severity] = {
+    "critical": "critical",
+    "major": "error",
+    "error": "error",
+    "minor": "warning",
+    "warning": "warning",
+    "info": "info",
+}
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ROUTING_KEY_LENGTH = 32
+
+
+class Destination(BaseModel):
+    """One PagerDuty service (or ruleset) the fleet delivers to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    routing_key: SecretStr | None = Field(None, repr=False)
+    routing_key_env: str | None = None
+    region: Literal["us", "eu"] = "us"
+    events_url: str | None = None
+    source: str = Field("MoniTao", min_length=1, max_length=255)
+    client: str = Field("MoniTao", min_length=1, max_length=255)
+    client_url: str | None = None
+    rate_limit_per_minute: int = Field(defaults.RATE_LIMIT_PER_MINUTE, ge=1, le=100_000)
+    severity_map: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("events_url", "client_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("severity_map")
+    @classmethod
+    def _non_empty_map(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        if not value:
+            raise ValueError("must map at least one MoniTao level")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The Events API endpoint: the explicit URL, or the region's."""
+        return self.events_url or REGION_EVENTS_URLS[self.region]
+
+    def severity_for(self, level: str) -> Severity:
+        """PagerDuty's severity for a MoniTao level; raises KeyError for an unmapped level."""
+        return self.severity_map[level]
+
+    def secret(self) -> str:
+        """The routing key; raises ConfigurationError when it was not resolved."""
+        if self.routing_key is None:
+            raise ConfigurationError([f"destinations.{self.name}: routing key is not available"])
+        return self.routing_key.get_secret_value()
+
+    def describe_routing_key(self) -> str:
+        """How the routing key is configured, without revealing any character of it."""
+        origin = f"from ${self.routing_key_env}" if self.routing_key_env else "inline"
+        if self.routing_key is None:
+            return f"not resolved ({origin})"
+        return f"set, {len(self.routing_key.get_secret_value())} characters, {origin}"
+
+
+def load_destinations(
+    path: Path | str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    resolve_secrets: bool = True,
+) -> dict[str, Destination]:
+    """Read and validate the destinations file; one problem line per error, all at once.
+
+    With `resolve_secrets=False` (the producer's view) routing keys are not required: the
+    producer needs destination names and severity maps, never a secret.
+    """
+    if path is None:
+        raise ConfigurationError(["MONITAO_PD_CONFIG: no destinations file is configured"])
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigurationError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError([f"{path}: not valid TOML ({exc})"]) from None
+    return parse_destinations(
+        document, environ=os.environ if environ is None else environ,
+        resolve_secrets=resolve_secrets, origin=str(path),
+    )
+
+
+def parse_destinations(
+    document: Mapping[str, object],
+    *,
+    environ: Mapping[str, str],
+    resolve_secrets: bool = True,
+    origin: str = "destinations",
+) -> dict[str, Destination]:
+    """Validate an already-parsed destinations document (see `load_destinations`)."""
+    problems: list[str] = []
+    unknown = sorted(set(document) - {"destinations"})
+    problems.extend(f"{origin}: unknown top-level table [{name}]" for name in unknown)
+    tables = document.get("destinations")
+    if not isinstance(tables, dict) or not tables:
+        problems.append(f"{origin}: no [destinations.NAME] table")
+        raise ConfigurationError(problems)
+
+    result: dict[str, Destination] = {}
+    for name, table in tables.items():
+        where = f"destinations.{name}"
+        if not isinstance(table, dict):
+            problems.append(f"{where}: must be a table")
+            continue
+        raw = dict(table)
+        key_problem = _resolve_routing_key(raw, environ, resolve_secrets)
+        if key_problem:
+            problems.append(f"{where}: {key_problem}")
+        try:
+            result[name] = Destination(name=name, **raw)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                field = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                value = error.get("input")
+                shown = (
+                    "" if field == "routing_key" or isinstance(value, dict | list)
+                    else f" (got {value!r})"
+                )
+                problems.append(f"{where}.{field}: {message}{shown}")
+    if problems:
+        raise ConfigurationError(problems)
+    return result
+
+
+def _resolve_routing_key(
+    raw: dict[str, object], environ: Mapping[str, str], resolve_secrets: bool
+) -> str | None:
+    """Put the routing key in place (from the environment if referenced); return a problem."""
+    inline, env_name = raw.get("routing_key"), raw.get("routing_key_env")
+    if inline is not None and env_name is not None:
+        return "give either routing_key or routing_key_env, not both"
+    if inline is None and env_name is None:
+        return "routing_key or routing_key_env is required" if resolve_secrets else None
+    if env_name is not None:
+        if not isinstance(env_name, str) or not env_name:
+            return "routing_key_env must name an environment variable"
+        if not resolve_secrets:
+            return None
+        if env_name not in environ:
+            return f"routing_key_env: environment variable ${env_name} is not set"
+        inline = environ[env_name]
+        raw["routing_key"] = inline
+    if not resolve_secrets:
+        raw.pop("routing_key", None)
+        return None
+    if not isinstance(inline, str) or len(inline) != ROUTING_KEY_LENGTH or not inline.isalnum():
+        length = len(inline) if isinstance(inline, str) else 0
+        return (
+            f"routing_key must be {ROUTING_KEY_LENGTH} letters or digits "
+            f"(got {length} characters; value not shown)"
+        )
+    return None

@@ -1,0 +1,125 @@
+"""The fleet's settings: one pydantic-settings object read from `MONITAO_PD_*` variables.
+
+Settings are built by `load_settings()`, never at import time, because the producer is
+imported inside MoniTao's own processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config import defaults
+from config.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Everything a producer, worker or CLI command needs besides the destinations."""
+
+    model_config = SettingsConfigDict(env_prefix="MONITAO_PD_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(defaults.REDIS_URL, description="Redis holding the fleet's state")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
+    key_prefix: str = Field(defaults.KEY_PREFIX, min_length=1, max_length=64)
+    config: Path | None = Field(None, description="path of the destinations TOML file")
+
+    retry_base_seconds: float = Field(defaults.RETRY_BASE_SECONDS, gt=0)
+    retry_cap_seconds: float = Field(defaults.RETRY_CAP_SECONDS, gt=0)
+    max_event_age_seconds: float = Field(defaults.MAX_EVENT_AGE_SECONDS, gt=0)
+
+    http_connect_timeout: float = Field(defaults.HTTP_CONNECT_TIMEOUT, gt=0)
+    http_read_timeout: float = Field(defaults.HTTP_READ_TIMEOUT, gt=0)
+    http_max_connections: int = Field(defaults.HTTP_MAX_CONNECTIONS, ge=1)
+
+    visibility_timeout: int = Field(defaults.VISIBILITY_TIMEOUT, ge=10)
+    lease_seconds: float = Field(defaults.LEASE_SECONDS, ge=1)
+    claim_seconds: float = Field(defaults.CLAIM_SECONDS, ge=1)
+    pass_seconds: float = Field(defaults.PASS_SECONDS, gt=0)
+    dispatch_interval: float = Field(defaults.DISPATCH_INTERVAL, gt=0)
+    dispatch_batch: int = Field(defaults.DISPATCH_BATCH, ge=1)
+    max_queue_length: int = Field(defaults.MAX_QUEUE_LENGTH, ge=1)
+
+    timeline_retention_seconds: float = Field(defaults.TIMELINE_RETENTION_SECONDS, gt=0)
+    event_retention_seconds: float = Field(defaults.EVENT_RETENTION_SECONDS, gt=0)
+
+    worker_concurrency: int = Field(defaults.WORKER_CONCURRENCY, ge=1)
+    worker_pool: str = Field(defaults.WORKER_POOL)
+    log_level: str = Field("INFO")
+
+    flower_user: str | None = None
+    flower_password: SecretStr | None = None
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if any(ch in value for ch in " *?[]\n"):
+            raise ValueError("must not contain spaces or glob characters (* ? [ ])")
+        return value
+
+    @field_validator("worker_pool")
+    @classmethod
+    def _known_pool(cls, value: str) -> str:
+        if value not in defaults.WORKER_POOLS:
+            raise ValueError(f"must be one of {', '.join(defaults.WORKER_POOLS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("retry_cap_seconds must be at least retry_base_seconds")
+        longest_attempt = self.http_connect_timeout + self.http_read_timeout
+        if self.lease_seconds <= longest_attempt:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must exceed one attempt's longest "
+                f"time, http_connect_timeout + http_read_timeout ({longest_attempt:g})"
+            )
+        if self.visibility_timeout <= self.pass_seconds + longest_attempt:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}) must exceed the longest task, "
+                f"pass_seconds + one attempt ({self.pass_seconds + longest_attempt:g})"
+            )
+        return self
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker URL Celery connects to."""
+        return self.broker_url or self.redis_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with keyword overrides taking precedence.
+
+    Raises `ConfigurationError` with one line per invalid value.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc, env_prefix="MONITAO_PD_")) from None
+
+
+def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> list[str]:
+    """One readable line per pydantic error: the field (as its variable), the reason, the value."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        name = f"{env_prefix}{loc.upper()}" if env_prefix and loc else (loc or "settings")
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+        lines.append(f"{name}: {message}{shown}")
+    return lines
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,113 @@
+"""The Celery app: `celery -A worker.app worker` and `monitao-pd worker` both run it.
+
+Importing this module reads no settings: they are loaded when Celery first needs its
+configuration, so the module app works from the environment, and `create_app(settings)`
+builds an app for given settings (tests, the producer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery, Task, bootsteps
+
+from config import defaults
+from config.destinations import Destination
+from config.settings import Settings
+from worker.context import FleetContext
+from worker.delivery import deliver_slot
+from worker.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for the fleet. No secret goes in here: Flower can display them."""
+    return {
+        "broker_url": settings.celery_broker_url,
+        "broker_transport_options": {
+            # Every broker key under the fleet's prefix, beside its own state.
+            "global_keyprefix": settings.key_prefix,
+            # A crashed worker's message comes back after this; kept just above the
+            # longest task (the slot lease, not this, bounds crash recovery).
+            "visibility_timeout": settings.visibility_timeout,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_default_queue": defaults.QUEUE_NAME,
+        "task_create_missing_queues": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_pool": settings.worker_pool,
+    }
+
+
+class DispatcherStep(bootsteps.StartStopStep):
+    """Runs a `Dispatcher` beside every worker's consumer."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.dispatcher: Dispatcher | None = None
+
+    def start(self, worker: Any) -> None:
+        self.dispatcher = Dispatcher(worker.app.fleet, worker.app)
+        self.dispatcher.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self.dispatcher = None
+
+    shutdown = stop
+
+
+def create_app(
+    settings: Settings | None = None,
+    destinations: Mapping[str, Destination] | None = None,
+    *,
+    main: str = "monitao-pd",
+) -> Celery:
+    """A Celery app for the fleet, with the deliver task and the dispatcher step.
+
+    Without `settings`, they are read from the environment when Celery first needs them.
+    """
+    app = Celery(main, set_as_current=False)
+    fleet = FleetContext(settings, destinations)
+    app.fleet = fleet  # type: ignore[attr-defined]
+    if settings is not None:
+        app.conf.update(celery_config(settings))
+    else:
+        app.add_defaults(lambda: celery_config(fleet.settings))
+    app.steps["worker"].add(DispatcherStep)
+
+    @app.task(bind=True, name=defaults.DELIVER_TASK, shared=False, acks_late=True,
+              reject_on_worker_lost=True, ignore_result=True)
+    def deliver(self: Task, destination: str, dedup_key: str) -> dict[str, Any]:
+        """Make one delivery pass over the slot (destination, dedup_key)."""
+        if not isinstance(destination, str) or not isinstance(dedup_key, str):
+            log.error("malformed deliver task %s: arguments must be two strings", self.request.id)
+            return {"ended": "malformed"}
+        report = deliver_slot(fleet, destination, dedup_key, task_id=self.request.id)
+        return {"slot": report.slot, "ended": report.ended, "finished": report.finished}
+
+    return app
+
+
+app = create_app()
+app.set_current()

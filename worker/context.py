@@ -1,0 +1,97 @@
+"""What a worker process holds while it delivers: settings, destinations, Redis, HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+
+import httpx
+import redis
+
+from config.connections import redis_client
+from config.destinations import Destination, load_destinations
+from config.keyspace import Keyspace
+from config.settings import Settings, load_settings
+from worker.scripts import WorkerScripts
+
+
+class FleetContext:
+    """One worker process's view of the fleet, built lazily on first use.
+
+    The HTTP client is per process (prefork children must not share a parent's sockets);
+    threads of one process share it and its connection pool.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        destinations: Mapping[str, Destination] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._destinations = dict(destinations) if destinations is not None else None
+        self._lock = threading.Lock()
+        self._http: tuple[int, httpx.Client] | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The fleet's settings (from the environment unless given)."""
+        return self._settings or load_settings()
+
+    @cached_property
+    def destinations(self) -> dict[str, Destination]:
+        """Every configured destination, routing keys resolved."""
+        if self._destinations is not None:
+            return self._destinations
+        return load_destinations(self.settings.config)
+
+    @cached_property
+    def keys(self) -> Keyspace:
+        """The keyspace under the configured prefix."""
+        return Keyspace(self.settings.key_prefix)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """The state Redis client (thread-safe connection pool)."""
+        return redis_client(self.settings, check=False)
+
+    @cached_property
+    def scripts(self) -> WorkerScripts:
+        """The Lua scripts registered on `redis`."""
+        return WorkerScripts(self.redis)
+
+    @cached_property
+    def worker_name(self) -> str:
+        """Host and process, recorded on every attempt."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def http(self) -> httpx.Client:
+        """This process's shared HTTP client, with pooling and explicit timeouts."""
+        pid = os.getpid()
+        with self._lock:
+            if self._http is None or self._http[0] != pid:
+                s = self.settings
+                client = httpx.Client(
+                    timeout=httpx.Timeout(
+                        s.http_read_timeout, connect=s.http_connect_timeout, pool=s.http_read_timeout
+                    ),
+                    limits=httpx.Limits(
+                        max_connections=s.http_max_connections,
+                        max_keepalive_connections=s.http_max_connections,
+                    ),
+                    headers={"User-Agent": "monitao-pagerduty/0.1"},
+                    follow_redirects=False,
+                )
+                self._http = (pid, client)
+            return self._http[1]
+
+    def close(self) -> None:
+        """Close the HTTP client and Redis connections of this process."""
+        with self._lock:
+            if self._http is not None and self._http[0] == os.getpid():
+                self._http[1].close()
+            self._http = None
+        if "redis" in self.__dict__:
+            self.redis.close()

@@ -1,0 +1,93 @@
+"""The dispatcher: in every worker, publishes the deliver task of each slot that comes due.
+
+Claiming is one atomic script, so any number of workers can run a dispatcher and each due
+slot is published once per claim period: there is no single point of failure and no
+Celery ETA anywhere. Due slots are claimed longest-due first, and not at all while the
+broker queue is at its cap, so an alert storm waits in the schedule, not as duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from celery import Celery
+
+from config import defaults
+from config.connections import redis_client
+from config.keyspace import split_slot
+from worker.context import FleetContext
+
+log = logging.getLogger(__name__)
+
+
+
+
+class Dispatcher:
+    """A daemon thread claiming due slots and publishing their deliver tasks."""
+
+    def __init__(self, ctx: FleetContext, app: Celery) -> None:
+        self.ctx = ctx
+        self.app = app
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._broker: redis.Redis | None = None
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="monitao-dispatcher",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def tick(self) -> int:
+        """Claim and publish one batch of due slots; return how many were published."""
+        settings, keys = self.ctx.settings, self.ctx.keys
+        room = settings.max_queue_length - self._queue_length()
+        if room <= 0:
+            return 0
+        slots = self.ctx.scripts.claim_due(
+            keys=[keys.schedule],
+            args=[int(settings.claim_seconds * 1000), min(room, settings.dispatch_batch)],
+        )
+        with self.app.producer_or_acquire() as producer:
+            for slot in slots:
+                destination, dedup_key = split_slot(slot)
+                self.app.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key),
+                                   producer=producer)
+        return len(slots)
+
+    def _queue_length(self) -> int:
+        if self._broker is None:
+            url = self.ctx.settings.celery_broker_url
+            self._broker = self.ctx.redis if url == self.ctx.settings.redis_url else (
+                redis_client(url, check=False)
+            )
+        return int(self._broker.llen(self.ctx.keys.prefix + defaults.QUEUE_NAME))
+
+    def _run(self) -> None:
+        interval = self.ctx.settings.dispatch_interval
+        failing = False
+        while not self._stop.is_set():
+            try:
+                published = self.tick()
+                if failing:
+                    log.info("dispatcher reconnected")
+                    failing = False
+            except Exception as exc:  # noqa: BLE001 - keep dispatching once Redis is back
+                if not failing:
+                    log.warning("dispatcher cannot reach Redis or the broker (%s); retrying",
+                                exc.__class__.__name__)
+                failing = True
+                published = 0
+            # A full batch means more may be due: go again at once.
+            if published < self.ctx.settings.dispatch_batch:
+                self._stop.wait(interval * (8 if failing else 1))

@@ -1,0 +1,81 @@
+"""Posting a body to the Events API and classifying what came back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from config.settings import redact_url
+
+Kind = Literal["delivered", "retry", "permanent"]
+
+MAX_ERROR_TEXT = 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt achieved, without any part of the request body."""
+
+    kind: Kind
+    http_status: int | None
+    latency_ms: float
+    error: str = ""
+    errors: list[str] = field(default_factory=list)
+    dedup_key: str | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        """PagerDuty answered 429: the event was not ingested."""
+        return self.http_status == 429
+
+
+def classify(status: int) -> Kind:
+    """Delivered on 2xx; retried on 429, 408 and 5xx; permanent on any other status."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status in (408, 429) or status >= 500:
+        return "retry"
+    return "permanent"
+
+
+def post_event(client: httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
+    """POST `body` to `url` and classify the answer; network failures are retryable.
+
+    Error texts never include the body (it holds the routing key) and hide URL passwords.
+    """
+    started = time.perf_counter()
+    try:
+        response = client.post(url, json=body)
+    except httpx.TimeoutException as exc:
+        return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
+    except httpx.HTTPError as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR_TEXT]
+        return Outcome("retry", None, _ms(started), _scrub(reason, url))
+    latency = _ms(started)
+    kind = classify(response.status_code)
+    data = _json_object(response)
+    message = str(data.get("message") or data.get("status") or "")
+    errors = [str(e)[:MAX_ERROR_TEXT] for e in data.get("errors") or [] if e is not None]
+    if kind == "delivered":
+        return Outcome(kind, response.status_code, latency, dedup_key=data.get("dedup_key"))
+    error = f"HTTP {response.status_code}" + (f": {message}" if message else "")
+    return Outcome(kind, response.status_code, latency, error[:MAX_ERROR_TEXT], errors)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _scrub(text: str, url: str) -> str:
+    return text.replace(url, redact_url(url)) if url in text else text
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
