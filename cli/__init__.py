@@ -1,0 +1,1 @@
+"""The `monitao-pd` command line."""

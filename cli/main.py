@@ -1,0 +1,60 @@
+"""`monitao-pd`: one command for producing, working, inspecting and running the fleet.
+
+`main(args)` returns an exit status: 0 success, 1 some input was refused, 2 a usage or
+configuration error, an unreachable Redis, or an unknown id. Expected errors are printed
+as one clear message per problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from cli import inspect_commands, run_command, send_command, service_commands
+from config.errors import ConfigurationError, MonitaoPDError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Deliver MoniTao alerts to PagerDuty through a Celery worker fleet."""
+
+
+for command in (
+    send_command.send,
+    service_commands.worker,
+    service_commands.simulator,
+    service_commands.flower,
+    service_commands.config,
+    inspect_commands.timeline,
+    inspect_commands.dlq,
+    run_command.run,
+):
+    cli.add_command(command)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status instead of exiting."""
+    try:
+        result = cli.main(args=list(args) if args is not None else None, prog_name="monitao-pd",
+                          standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except ConfigurationError as exc:
+        click.echo("error: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        return 2
+    except MonitaoPDError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Long-running services and configuration: worker, simulator, flower, config check."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import click
+
+from cli.formatting import table
+from config import defaults
+from config.destinations import load_destinations
+from config.errors import ConfigurationError
+from config.settings import load_settings
+
+
+@click.command()
+@click.option("--concurrency", "-c", type=int, help="deliveries at once (default from settings)")
+@click.option("--pool", "-P", type=click.Choice(defaults.WORKER_POOLS), help="Celery pool")
+@click.option("--name", "-n", help="node name (default monitao-pd.PID@HOST)")
+@click.option("--loglevel", "-l", default=None, help="log level (default from settings)")
+def worker(concurrency: int | None, pool: str | None, name: str | None,
+           loglevel: str | None) -> int:
+    """Run a Celery worker of the fleet (deliveries and a dispatcher)."""
+    from worker.app import create_app
+
+    settings = load_settings()
+    destinations = load_destinations(settings.config)  # fail fast on bad configuration
+    app = create_app(settings, destinations)
+    argv = [
+        "worker",
+        f"--pool={pool or settings.worker_pool}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--loglevel={loglevel or settings.log_level}",
+        f"--hostname={name or f'monitao-pd.{os.getpid()}@{socket.gethostname()}'}",
+        f"--queues={defaults.QUEUE_NAME}",
+        "--task-events",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    app.worker_main(argv=argv)
+    return 0
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8181, show_default=True)
+@click.option("--latency-ms", type=float, default=0.0, show_default=True)
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--rate-limit", type=int, default=120, show_default=True,
+              help="events per routing key per 60 s (0 = unlimited)")
+def simulator(host: str, port: int, latency_ms: float, error_rate: float, rate_limit: int) -> int:
+    """Serve a local PagerDuty Events API v2 simulator."""
+    from simulator import Faults, serve
+
+    serve(host, port, Faults(latency_ms=latency_ms, error_rate=error_rate,
+                             rate_limit=rate_limit or None))
+    return 0
+
+
+@click.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--no-auth-on-localhost", is_flag=True,
+              help="allow starting without credentials when bound to 127.0.0.1")
+def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
+    """Run Flower for the fleet, with basic auth from MONITAO_PD_FLOWER_USER/_PASSWORD."""
+    settings = load_settings()
+    env = dict(os.environ)
+    if settings.flower_user and settings.flower_password:
+        # Through the environment, not argv: argv is visible to every user in `ps`.
+        env["FLOWER_BASIC_AUTH"] = (
+            f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+        )
+    elif not (no_auth_on_localhost and address == "127.0.0.1"):
+        raise ConfigurationError([
+            "MONITAO_PD_FLOWER_USER and MONITAO_PD_FLOWER_PASSWORD are required "
+            "(or bind to 127.0.0.1 with --no-auth-on-localhost)"
+        ])
+    command = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+               f"--address={address}", f"--port={port}"]
+    return subprocess.call(command, env=env)
+
+
+@click.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("check")
+def config_check() -> int:
+    """Validate settings and destinations; print the destinations with keys masked."""
+    settings = load_settings()
+    destinations = load_destinations(settings.config)
+    rows = [
+        [d.name, d.url, d.describe_routing_key(), str(d.rate_limit_per_minute),
+         ", ".join(f"{k}->{v}" for k, v in d.severity_map.items())]
+        for d in destinations.values()
+    ]
+    click.echo(table(rows, ["destination", "events url", "routing key", "per minute",
+                            "severity map"]))
+    click.echo(f"configuration OK: {len(destinations)} destination(s), "
+               f"key prefix {settings.key_prefix!r}")
+    return 0
