@@ -11,7 +11,8 @@ from config.connections import redis_client
 from config.errors import NotFoundError
 from config.keyspace import Keyspace
 from config.settings import load_settings
-from worker import dead_letters, timeline as timeline_store
+from worker import dead_letters
+from worker import timeline as timeline_store
 
 
 @click.command()

@@ -81,7 +81,9 @@ class EmbeddedRedis:
                 except redis.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         self.stop()
-                        raise RuntimeError(f"embedded Redis did not start on port {self.port}")
+                        raise RuntimeError(
+                            f"embedded Redis did not start on port {self.port}"
+                        ) from None
                     time.sleep(0.05)
         finally:
             client.close()

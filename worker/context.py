@@ -74,9 +74,7 @@ class FleetContext:
             if self._http is None or self._http[0] != pid:
                 s = self.settings
                 client = httpx.Client(
-                    timeout=httpx.Timeout(
-                        s.http_read_timeout, connect=s.http_connect_timeout, pool=s.http_read_timeout
-                    ),
+                    timeout=httpx.Timeout(s.http_read_timeout, connect=s.http_connect_timeout),
                     limits=httpx.Limits(
                         max_connections=s.http_max_connections,
                         max_keepalive_connections=s.http_max_connections,
