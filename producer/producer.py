@@ -46,7 +46,7 @@ class AlertProducer:
         )
         self.keys = Keyspace(self.settings.key_prefix)
         self.redis = redis or redis_client(self.settings)
-        self._enqueue = register_enqueue(self.redis)
+        self._script = register_enqueue(self.redis)
         if celery_app is None:
             from worker.app import create_app
 
@@ -85,7 +85,7 @@ class AlertProducer:
         Sending an id that was already accepted is a no-op that returns the same id.
         Raises `InvalidEventError` (nothing enqueued) or `RedisUnavailableError`.
         """
-        return self.send_many([event])[0]
+        return self._enqueue([self.prepare(event)])[0]
 
     def send_many(self, events: Iterable[AlertEvent | dict[str, Any]]) -> list[str]:
         """Validate every event first, then enqueue them all in one round trip, in order.
@@ -101,13 +101,15 @@ class AlertProducer:
                 problems.extend(f"event {index}: {p}" for p in exc.problems)
         if problems:
             raise InvalidEventError(problems)
+        return self._enqueue(prepared)
+
+    def _enqueue(self, prepared: list[AlertEvent]) -> list[str]:
         if not prepared:
             return []
-
         pipe = self.redis.pipeline(transaction=False)
         for event in prepared:
             keys, argv = enqueue_arguments(event, event.destination or "", self.keys, self.settings)
-            self._enqueue(keys=keys, args=argv, client=pipe)
+            self._script(keys=keys, args=argv, client=pipe)
         try:
             results = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:

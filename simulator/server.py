@@ -84,6 +84,12 @@ def _fault_body(status: int) -> dict[str, Any]:
         return dict(THROTTLE_BODY)
     if status >= 500:
         return dict(SERVER_ERROR_BODY)
+    if status == 400:
+        return {
+            "status": "invalid event",
+            "message": "Event object is invalid",
+            "errors": ["status 400 forced by the simulator"],
+        }
     return {"status": "forced", "message": f"status {status} forced by the simulator"}
 
 

@@ -46,7 +46,8 @@ def test_rejected_event_is_dead_lettered_with_pagerduty_errors(fleet: Fleet) -> 
     assert letter["reason"] == "rejected"
     assert letter["attempts"] == 1
     assert letter["dedup_key"] == "monitao-monitor-7-incident-8"
-    assert "HTTP 400" in letter["error"]
+    assert letter["error"] == "HTTP 400: Event object is invalid"
+    assert letter["errors"] == ["status 400 forced by the simulator"]
     stages = [e["stage"] for e in timeline.read(fleet.redis, fleet.keys, "8")]
     assert stages == ["enqueued", "attempt", "dead_lettered"]
 
