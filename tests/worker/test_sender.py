@@ -1,0 +1,306 @@
+"""Posting to the Events API through httpx's MockTransport, and classifying the answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from worker.sender import MAX_ERROR_TEXT, Outcome, classify, post_event
+
+KEY = "R" * 32
+URL = "https://events.pagerduty.com/v2/enqueue"
+DEDUP_KEY = "monitao-monitor-123-incident-456"
+BODY: dict[str, Any] = {
+    "routing_key": KEY,
+    "event_action": "trigger",
+    "dedup_key": DEDUP_KEY,
+    "payload": {
+        "summary": "[DOWN] example.com - HTTP 503",
+        "source": "MoniTao",
+        "severity": "critical",
+        "custom_details": {"monitor_name": "example.com", "status_code": 503},
+    },
+    "client": "MoniTao",
+}
+INVALID_EVENT = {
+    "status": "invalid event",
+    "message": "Event object is invalid",
+    "errors": ["'payload.summary' is missing"],
+}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A MockTransport handler that records each request and answers from a script."""
+
+    def __init__(self, answer: Handler) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.answer(request)
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Handler], httpx.Client]]:
+    clients: list[httpx.Client] = []
+
+    def make(handler: Handler) -> httpx.Client:
+        client = httpx.Client(transport=httpx.MockTransport(handler))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def respond(status: int, payload: Any = None, content: bytes | None = None) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if content is not None:
+            return httpx.Response(status, content=content)
+        return httpx.Response(status, json=payload)
+    return handler
+
+
+def fail(exc_type: type[httpx.TransportError], message: str = "boom") -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc_type(message, request=request)
+    return handler
+
+
+def assert_no_key(outcome: Outcome) -> None:
+    for text in (str(outcome), repr(outcome), outcome.error, *outcome.errors,
+                 str(outcome.dedup_key)):
+        assert KEY not in text
+        assert KEY[:8] not in text
+
+
+# --- classify --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (200, "delivered"), (202, "delivered"),
+        (400, "permanent"), (401, "permanent"), (403, "permanent"), (404, "permanent"),
+        (413, "permanent"),
+        (408, "retry"), (429, "retry"),
+        (500, "retry"), (502, "retry"), (503, "retry"), (504, "retry"),
+    ],
+)
+def test_classify(status: int, kind: str) -> None:
+    assert classify(status) == kind
+
+
+# --- post_event ------------------------------------------------------------------------------
+
+
+def test_accepted_with_dedup_key(client_for: Callable[[Handler], httpx.Client]) -> None:
+    recorder = Recorder(respond(
+        202, {"status": "success", "message": "Event processed", "dedup_key": DEDUP_KEY}
+    ))
+    outcome = post_event(client_for(recorder), URL, BODY)
+    assert outcome.kind == "delivered"
+    assert outcome.http_status == 202
+    assert outcome.dedup_key == DEDUP_KEY
+    assert outcome.error == ""
+    assert outcome.errors == []
+    assert outcome.rate_limited is False
+    assert outcome.latency_ms >= 0
+    assert_no_key(outcome)
+
+
+def test_request_sent_is_the_body_as_json(client_for: Callable[[Handler], httpx.Client]) -> None:
+    recorder = Recorder(respond(202, {"status": "success", "dedup_key": DEDUP_KEY}))
+    post_event(client_for(recorder), URL, BODY)
+    (request,) = recorder.requests
+    assert request.method == "POST"
+    assert str(request.url) == URL
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == BODY
+
+
+def test_invalid_event_is_permanent_with_errors(
+    client_for: Callable[[Handler], httpx.Client],
+) -> None:
+    outcome = post_event(client_for(respond(400, INVALID_EVENT)), URL, BODY)
+    assert outcome.kind == "permanent"
+    assert outcome.http_status == 400
+    assert outcome.error == "HTTP 400: Event object is invalid"
+    assert outcome.errors == ["'payload.summary' is missing"]
+    assert outcome.dedup_key is None
+    assert outcome.rate_limited is False
+    assert_no_key(outcome)
+
+
+def test_rate_limited_is_retry(client_for: Callable[[Handler], httpx.Client]) -> None:
+    outcome = post_event(
+        client_for(respond(429, {"status": "throttle event", "message": "Requests for this "
+                                 "service are arriving too quickly."})), URL, BODY,
+    )
+    assert outcome.kind == "retry"
+    assert outcome.http_status == 429
+    assert outcome.rate_limited is True
+    assert outcome.error.startswith("HTTP 429")
+    assert_no_key(outcome)
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "kind", "error"),
+    [
+        (503, b"<html>Service Unavailable</html>", "retry", "HTTP 503"),
+        (502, b"", "retry", "HTTP 502"),
+        (500, b"[1, 2]", "retry", "HTTP 500"),
+        (500, b'{"status": "internal error"}', "retry", "HTTP 500: internal error"),
+        (404, b"not found", "permanent", "HTTP 404"),
+        (202, b"accepted", "delivered", ""),
+        (400, b"\xff\xfe not utf-8", "permanent", "HTTP 400"),
+    ],
+)
+def test_non_json_or_partial_answers(
+    client_for: Callable[[Handler], httpx.Client], status: int, content: bytes, kind: str,
+    error: str,
+) -> None:
+    outcome = post_event(client_for(respond(status, content=content)), URL, BODY)
+    assert outcome.kind == kind
+    assert outcome.http_status == status
+    assert outcome.error == error
+    assert outcome.errors == []
+    assert outcome.rate_limited is False
+    assert_no_key(outcome)
+
+
+def test_long_error_texts_are_bounded(client_for: Callable[[Handler], httpx.Client]) -> None:
+    answer = {"message": "m" * 5000, "errors": ["e" * 5000, None, "short"]}
+    outcome = post_event(client_for(respond(400, answer)), URL, BODY)
+    assert len(outcome.error) == MAX_ERROR_TEXT
+    assert outcome.errors == ["e" * MAX_ERROR_TEXT, "short"]
+
+
+@pytest.mark.parametrize(
+    ("exc_type", "error_start"),
+    [
+        (httpx.ConnectError, "ConnectError: "),
+        (httpx.ReadError, "ReadError: "),
+        (httpx.RemoteProtocolError, "RemoteProtocolError: "),
+        (httpx.ReadTimeout, "timeout"),
+        (httpx.ConnectTimeout, "timeout"),
+        (httpx.WriteTimeout, "timeout"),
+        (httpx.PoolTimeout, "timeout"),
+    ],
+)
+def test_network_failures_are_retried(
+    client_for: Callable[[Handler], httpx.Client], exc_type: type[httpx.TransportError],
+    error_start: str,
+) -> None:
+    recorder = Recorder(fail(exc_type, "connection went away"))
+    outcome = post_event(client_for(recorder), URL, BODY)
+    assert len(recorder.requests) == 1
+    assert outcome.kind == "retry"
+    assert outcome.http_status is None
+    assert outcome.error.startswith(error_start)
+    assert outcome.rate_limited is False
+    assert_no_key(outcome)
+
+
+def test_read_timeout_error_text(client_for: Callable[[Handler], httpx.Client]) -> None:
+    outcome = post_event(client_for(fail(httpx.ReadTimeout)), URL, BODY)
+    assert outcome.error == "timeout: ReadTimeout"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        respond(202, {"status": "success", "dedup_key": DEDUP_KEY}),
+        respond(400, INVALID_EVENT),
+        respond(429, {"status": "throttle event"}),
+        respond(503, content=b"down"),
+        fail(httpx.ConnectError, "[Errno 111] Connection refused"),
+        fail(httpx.ReadTimeout, "timed out"),
+    ],
+    ids=["202", "400", "429", "503", "connect-error", "read-timeout"],
+)
+def test_routing_key_never_in_outcome(
+    client_for: Callable[[Handler], httpx.Client], answer: Handler
+) -> None:
+    recorder = Recorder(answer)
+    outcome = post_event(client_for(recorder), URL, BODY)
+    assert KEY in recorder.requests[0].content.decode()  # it was sent...
+    assert_no_key(outcome)  # ...and is nowhere in what the attempt reports
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:secret@127.0.0.1/v2/enqueue",
+        "http://user:secret@127.0.0.1:8080/v2/enqueue",
+        "https://:secret@pd-proxy.internal/v2/enqueue",
+    ],
+)
+def test_url_password_hidden_in_network_error(
+    client_for: Callable[[Handler], httpx.Client], url: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {url}", request=request)
+
+    outcome = post_event(client_for(handler), url, BODY)
+    assert outcome.kind == "retry"
+    assert outcome.http_status is None
+    assert "secret" not in outcome.error
+    assert "secret" not in str(outcome)
+    assert ":***@" in outcome.error
+    assert outcome.error.startswith("ConnectError: cannot connect to ")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: post_event truncates the error text to 500 characters BEFORE _scrub, and "
+    "_scrub only replaces an exact copy of the caller's URL string; a URL cut by the "
+    "truncation, or the form httpx normalises it to (lower-case host), keeps its password",
+)
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://user:secret@127.0.0.1/v2/enqueue",
+         "x" * 450 + " http://user:secret@127.0.0.1/v2/enqueue"),
+        ("http://user:secret@PD-Proxy.internal/v2/enqueue",
+         "cannot connect to http://user:secret@pd-proxy.internal/v2/enqueue"),
+    ],
+    ids=["url-cut-by-truncation", "url-as-httpx-normalises-it"],
+)
+def test_url_password_hidden_in_any_form(
+    client_for: Callable[[Handler], httpx.Client], url: str, message: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(message, request=request)
+
+    outcome = post_event(client_for(handler), url, BODY)
+    assert outcome.kind == "retry"
+    assert "secret" not in outcome.error
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: post_event iterates whatever the answer's 'errors' holds: an int raises "
+    "TypeError out of post_event (even on a 202, after PagerDuty ingested the event), and a "
+    "string becomes a list of single characters",
+)
+@pytest.mark.parametrize(
+    ("status", "errors"),
+    [(202, 1), (400, 5), (400, "'payload.summary' is missing")],
+    ids=["202-int", "400-int", "400-string"],
+)
+def test_odd_errors_field_still_gives_an_outcome(
+    client_for: Callable[[Handler], httpx.Client], status: int, errors: object
+) -> None:
+    answer = respond(status, {"status": "invalid event", "errors": errors})
+    outcome = post_event(client_for(answer), URL, BODY)
+    assert outcome.http_status == status
+    assert all(len(e) > 1 for e in outcome.errors)
