@@ -166,14 +166,23 @@ def parse_destinations(
                 field = ".".join(str(part) for part in error["loc"])
                 message = error["msg"].removeprefix("Value error, ")
                 value = error.get("input")
+                # Values of unknown fields are never echoed: a misnamed key may be a secret.
+                secret_or_unknown = field == "routing_key" or error["type"] == "extra_forbidden"
+                if error["type"] == "extra_forbidden":
+                    message = "unknown field"
                 shown = (
-                    "" if field == "routing_key" or isinstance(value, dict | list)
+                    "" if secret_or_unknown or isinstance(value, dict | list)
                     else f" (got {value!r})"
                 )
                 problems.append(f"{where}.{field}: {message}{shown}")
     if problems:
         raise ConfigurationError(problems)
     return result
+
+
+def _looks_like_routing_key(text: str) -> bool:
+    # Variable names are rarely 32 letters and digits with no underscore; keys always are.
+    return len(text) == ROUTING_KEY_LENGTH and text.isalnum() and not text.isalpha()
 
 
 def _resolve_routing_key(
@@ -191,6 +200,9 @@ def _resolve_routing_key(
         if not resolve_secrets:
             return None
         if env_name not in environ:
+            if _looks_like_routing_key(env_name):
+                return ("routing_key_env looks like a routing key itself (not shown); "
+                        "give the name of the environment variable that holds it")
             return f"routing_key_env: environment variable ${env_name} is not set"
         inline = environ[env_name]
         raw["routing_key"] = inline

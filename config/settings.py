@@ -68,19 +68,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        problems = []
         if self.retry_cap_seconds < self.retry_base_seconds:
-            raise ValueError("retry_cap_seconds must be at least retry_base_seconds")
+            problems.append(
+                f"retry_cap_seconds ({self.retry_cap_seconds:g}) must be at least "
+                f"retry_base_seconds ({self.retry_base_seconds:g})"
+            )
         longest_attempt = self.http_connect_timeout + self.http_read_timeout
         if self.lease_seconds <= longest_attempt:
-            raise ValueError(
+            problems.append(
                 f"lease_seconds ({self.lease_seconds:g}) must exceed one attempt's longest "
                 f"time, http_connect_timeout + http_read_timeout ({longest_attempt:g})"
             )
         if self.visibility_timeout <= self.pass_seconds + longest_attempt:
-            raise ValueError(
+            problems.append(
                 f"visibility_timeout ({self.visibility_timeout}) must exceed the longest task, "
                 f"pass_seconds + one attempt ({self.pass_seconds + longest_attempt:g})"
             )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -118,8 +124,6 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

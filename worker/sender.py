@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
-
-from config.settings import redact_url
 
 Kind = Literal["delivered", "retry", "permanent"]
 
@@ -52,13 +52,13 @@ def post_event(client: httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
     except httpx.TimeoutException as exc:
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
     except httpx.HTTPError as exc:
-        reason = f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR_TEXT]
-        return Outcome("retry", None, _ms(started), _scrub(reason, url))
+        reason = _scrub(f"{exc.__class__.__name__}: {exc}", url)
+        return Outcome("retry", None, _ms(started), reason[:MAX_ERROR_TEXT])
     latency = _ms(started)
     kind = classify(response.status_code)
     data = _json_object(response)
     message = str(data.get("message") or data.get("status") or "")
-    errors = [str(e)[:MAX_ERROR_TEXT] for e in data.get("errors") or [] if e is not None]
+    errors = _error_list(data.get("errors"))
     if kind == "delivered":
         return Outcome(kind, response.status_code, latency, dedup_key=data.get("dedup_key"))
     error = f"HTTP {response.status_code}" + (f": {message}" if message else "")
@@ -73,8 +73,22 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _error_list(value: object) -> list[str]:
+    """PagerDuty's `errors` as a list of strings, whatever shape the answer gave it."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(e)[:MAX_ERROR_TEXT] for e in items if e is not None]
+
+
 def _scrub(text: str, url: str) -> str:
-    return text.replace(url, redact_url(url)) if url in text else text
+    """`text` without the URL's password, in whatever form (case, quoting) it appears."""
+    password = urlsplit(url).password
+    if not password:
+        return text
+    for form in {password, quote(password, safe=""), unquote(password)}:
+        text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+    return text
 
 
 def _ms(started: float) -> float:

@@ -246,12 +246,6 @@ def test_cross_field_boundaries_accepted(overrides: dict[str, object]) -> None:
         assert getattr(settings, name) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): Settings._consistent raises at its first failing cross-field check, "
-    "so load_settings() reports only one of several cross-field problems, although it "
-    "promises one line per invalid value",
-)
 def test_all_cross_field_problems_reported_at_once() -> None:
     with pytest.raises(ConfigurationError) as excinfo:
         load_settings(retry_base_seconds=10, retry_cap_seconds=5, lease_seconds=2)
@@ -292,11 +286,6 @@ def test_redact_url_leaves_url_without_password_unchanged(url: str) -> None:
     assert redact_url(url) == url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): redact_url rebuilds the host from urlsplit().hostname, which drops "
-    "the brackets of an IPv6 literal, so the redacted URL is no longer a valid URL",
-)
 def test_redact_url_keeps_ipv6_brackets() -> None:
     assert redact_url("redis://user:secret@[::1]:6379/0") == "redis://user:***@[::1]:6379/0"
 
