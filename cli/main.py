@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
+from cli.health_command import health
 from config.errors import ConfigurationError, MonitaoPDError
 
 
@@ -30,6 +31,7 @@ for command in (
     inspect_commands.timeline,
     inspect_commands.dlq,
     run_command.run,
+    health,
 ):
     cli.add_command(command)
 

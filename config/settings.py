@@ -6,10 +6,18 @@ imported inside MoniTao's own processes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import defaults
@@ -52,6 +60,20 @@ class Settings(BaseSettings):
     flower_user: str | None = None
     flower_password: SecretStr | None = None
 
+    # Redis for production: TLS (`rediss://` URLs) and Sentinel (`sentinel://` URLs). They
+    # apply to whichever of redis_url and broker_url uses that scheme.
+    redis_sentinel_master: str | None = Field(
+        None, min_length=1, description="the master name the Sentinels monitor (sentinel:// URLs)")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="the Sentinels' own password; the URL's password is the master's")
+    redis_sentinel_tls: bool = Field(
+        False, description="TLS to the Sentinels and the master (sentinel:// has no TLS form)")
+    redis_tls_ca_file: FilePath | None = Field(
+        None, description="CA bundle that signed the Redis server certificate")
+    redis_tls_cert_file: FilePath | None = Field(
+        None, description="client certificate, when Redis asks for one (tls-auth-clients)")
+    redis_tls_key_file: FilePath | None = Field(None, description="the client certificate's key")
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -89,6 +111,43 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _redis_topology(self) -> Settings:
+        problems = []
+        sentinel = []
+        for name, url in (("REDIS_URL", self.redis_url), ("BROKER_URL", self.broker_url)):
+            if url and is_sentinel_url(url):
+                sentinel.append(f"MONITAO_PD_{name}")
+                try:
+                    parse_sentinel_url(url)
+                except ValueError as exc:
+                    problems.append(f"MONITAO_PD_{name}: {exc}")
+        if sentinel and not self.redis_sentinel_master:
+            problems.append(
+                f"MONITAO_PD_REDIS_SENTINEL_MASTER is required when {' and '.join(sentinel)} "
+                "is a sentinel:// URL (the master name the Sentinels monitor)"
+            )
+        if not sentinel:
+            for name, value in (("MASTER", self.redis_sentinel_master),
+                                ("PASSWORD", self.redis_sentinel_password),
+                                ("TLS", self.redis_sentinel_tls)):
+                if value:
+                    problems.append(f"MONITAO_PD_REDIS_SENTINEL_{name} is set but neither "
+                                    "MONITAO_PD_REDIS_URL nor MONITAO_PD_BROKER_URL is sentinel://")
+        uses_tls = any(url and url.startswith("rediss://")
+                       for url in (self.redis_url, self.broker_url))
+        uses_tls = uses_tls or bool(sentinel and self.redis_sentinel_tls)
+        tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
+        if any(tls_files) and not uses_tls:
+            problems.append("MONITAO_PD_REDIS_TLS_* files are set but no Redis URL uses TLS "
+                            "(rediss://, or sentinel:// with MONITAO_PD_REDIS_SENTINEL_TLS=true)")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            problems.append("MONITAO_PD_REDIS_TLS_CERT_FILE and MONITAO_PD_REDIS_TLS_KEY_FILE "
+                            "go together: set both or neither")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def celery_broker_url(self) -> str:
         """The broker URL Celery connects to."""
@@ -117,6 +176,63 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> lis
         shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return lines
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A `sentinel://` URL taken apart: the Sentinels, the master's database and credentials."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+SENTINEL_PORT = 26379
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names Redis Sentinels (Celery's `sentinel://h1:26379;sentinel://h2` form)."""
+    return url.startswith("sentinel://")
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse `sentinel://[[user]:password@]host[:port][/db]` elements joined by `;`.
+
+    The master's credentials and database may be written on any one element, or repeated
+    identically on several; a conflict is an error. Raises `ValueError` with the reason.
+    """
+    hosts: list[tuple[str, int]] = []
+    found: dict[str, set[object]] = {"db": set(), "username": set(), "password": set()}
+    for part in url.split(";"):
+        part = part.strip()
+        parts = urlsplit(part)
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"{redact_url(part)!r} is not sentinel://host[:port]")
+        try:
+            port = parts.port or SENTINEL_PORT
+        except ValueError:
+            raise ValueError(f"{redact_url(part)!r} has an invalid port") from None
+        hosts.append((parts.hostname, port))
+        path = parts.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise ValueError(f"database {path!r} in {redact_url(part)!r} is not a number")
+            found["db"].add(int(path))
+        if parts.username:
+            found["username"].add(unquote(parts.username))
+        if parts.password is not None:
+            found["password"].add(unquote(parts.password))
+    for name, values in found.items():
+        if len(values) > 1:
+            raise ValueError(f"the elements give different {name}s; give it once")
+    db, username, password = (next(iter(found[n]), None) for n in ("db", "username", "password"))
+    return SentinelURL(
+        tuple(hosts),
+        db=int(db) if isinstance(db, int) else 0,
+        username=username if isinstance(username, str) else None,
+        password=password if isinstance(password, str) else None,
+    )
 
 
 def redact_url(url: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task, bootsteps
 
 from config import defaults
+from config.connections import celery_broker_options
 from config.destinations import Destination
 from config.settings import Settings
 from worker.context import FleetContext
@@ -25,9 +26,13 @@ log = logging.getLogger(__name__)
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for the fleet. No secret goes in here: Flower can display them."""
+    # URL, TLS (`broker_use_ssl`) and Sentinel transport options; Celery masks the Sentinel
+    # password (a key containing PASS) and the URL's password when it shows its config.
+    broker = celery_broker_options(settings)
     return {
-        "broker_url": settings.celery_broker_url,
+        **broker,
         "broker_transport_options": {
+            **broker["broker_transport_options"],
             # Every broker key under the fleet's prefix, beside its own state.
             "global_keyprefix": settings.key_prefix,
             # A crashed worker's message comes back after this; kept just above the

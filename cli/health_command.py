@@ -1,0 +1,92 @@
+"""`monitao-pd health`: is the fleet (or this host's worker) alive? For probes and people.
+
+Exit 0 only when Redis answers (the state Redis and the broker) and at least one worker
+replies to a Celery ping within `--timeout`; with `--local`, a worker on this host
+(node name `...@HOSTNAME`). It prints one line, `ok: ...` or `unhealthy: ...`, and exits 1
+when unhealthy (2 for a configuration error, as every command). The image's HEALTHCHECK,
+the compose file, Kubernetes' probes and systemd use it.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import click
+from kombu.exceptions import OperationalError
+
+from config.connections import redact_urls, redis_client
+from config.errors import RedisUnavailableError
+from config.settings import Settings, load_settings
+
+DEFAULT_TIMEOUT = 3.0
+
+
+@click.command()
+@click.option("--local", is_flag=True,
+              help="only a worker on this host counts (node name ending in @HOSTNAME)")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT,
+              show_default=True, help="seconds to wait for Redis and for worker replies")
+def health(local: bool, timeout: float) -> int:
+    """Exit 0 when Redis answers and a worker replies (--local: a worker on this host)."""
+    settings = load_settings()
+    healthy, message = check(settings, local=local, timeout=timeout)
+    click.echo(f"{'ok' if healthy else 'unhealthy'}: {message}", err=not healthy)
+    return 0 if healthy else 1
+
+
+def check(settings: Settings, *, local: bool = False, timeout: float = DEFAULT_TIMEOUT,
+          hostname: str | None = None) -> tuple[bool, str]:
+    """(healthy, one-line reason) for the fleet described by `settings`."""
+    try:
+        redis_client(settings, timeout=timeout).close()
+    except RedisUnavailableError as exc:
+        return False, str(exc)
+    try:
+        replies = ping_workers(settings, timeout=timeout,
+                               hostname=(hostname or socket.gethostname()) if local else None)
+    except (OperationalError, OSError) as exc:
+        return False, (f"cannot reach the broker at {redact_urls(settings.celery_broker_url)} "
+                       f"({exc.__class__.__name__}: {exc})")
+    if local:
+        host = hostname or socket.gethostname()
+        if not replies:
+            return False, (f"Redis answers, but no worker on this host ({host}) replied "
+                           f"within {timeout:g} s")
+        return True, f"Redis answers, {_workers(len(replies))} on this host ({host}) " + (
+            "replies" if len(replies) == 1 else "reply")
+    if not replies:
+        return False, f"Redis answers, but no worker replied within {timeout:g} s"
+    return True, f"Redis answers, {_workers(len(replies))} " + (
+        "replies" if len(replies) == 1 else "reply")
+
+
+def ping_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> list[str]:
+    """Node names of the workers that answer a Celery ping within `timeout`, sorted.
+
+    With `hostname`, only workers on that host are asked (a glob on the node name, so other
+    hosts' workers stay quiet) and only their replies are kept.
+    """
+    from celery import Celery
+
+    from worker.app import celery_config
+
+    app = Celery("monitao-pd-health", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    extra: dict[str, Any] = {}
+    if hostname is not None:
+        extra = {"pattern": f"*@{hostname}", "matcher": "glob"}
+    try:
+        with app.connection_for_write(connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+            replies = app.control.ping(timeout=timeout, connection=connection, **extra)
+    finally:
+        app.close()
+    names = sorted(name for reply in replies or [] for name in reply)
+    if hostname is not None:
+        names = [name for name in names if name.endswith(f"@{hostname}")]
+    return names
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker" + ("" if count == 1 else "s")
