@@ -3,13 +3,15 @@
 Exit 0 only when Redis answers (the state Redis and the broker) and at least one worker
 replies to a Celery ping within `--timeout`; with `--local`, a worker on this host
 (node name `...@HOSTNAME`). It prints one line, `ok: ...` or `unhealthy: ...`, and exits 1
-when unhealthy (2 for a configuration error, as every command). The image's HEALTHCHECK,
-the compose file, Kubernetes' probes and systemd use it.
+when unhealthy (2 for a configuration error, as every command). `--wait N` keeps checking
+for up to N seconds, for start-up ordering (systemd's ExecStartPost, deploy scripts).
+The image's HEALTHCHECK, the compose file, Kubernetes' probes and systemd use it.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import click
@@ -20,6 +22,8 @@ from config.errors import RedisUnavailableError
 from config.settings import Settings, load_settings
 
 DEFAULT_TIMEOUT = 3.0
+# With --wait, how long to pause between two checks.
+WAIT_INTERVAL = 1.0
 
 
 @click.command()
@@ -27,10 +31,16 @@ DEFAULT_TIMEOUT = 3.0
               help="only a worker on this host counts (node name ending in @HOSTNAME)")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT,
               show_default=True, help="seconds to wait for Redis and for worker replies")
-def health(local: bool, timeout: float) -> int:
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="keep checking for up to this many seconds until healthy (start-up)")
+def health(local: bool, timeout: float, wait: float) -> int:
     """Exit 0 when Redis answers and a worker replies (--local: a worker on this host)."""
     settings = load_settings()
+    deadline = time.monotonic() + wait
     healthy, message = check(settings, local=local, timeout=timeout)
+    while not healthy and time.monotonic() < deadline:
+        time.sleep(min(WAIT_INTERVAL, max(0.0, deadline - time.monotonic())))
+        healthy, message = check(settings, local=local, timeout=timeout)
     click.echo(f"{'ok' if healthy else 'unhealthy'}: {message}", err=not healthy)
     return 0 if healthy else 1
 

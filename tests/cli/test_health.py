@@ -150,3 +150,34 @@ def test_the_installed_command_as_probes_run_it(fleet: Fleet, redis_url: str,
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert done.returncode == 1
     assert done.stderr.strip() == "unhealthy: Redis answers, but no worker replied within 1 s"
+
+
+def test_wait_keeps_checking_until_a_worker_starts(
+    make_fleet, redis_url: str, prefix: str
+) -> None:
+    """`--wait` (systemd's ExecStartPost) passes once a worker comes up, not before."""
+    command = Path(sys.executable).with_name("monitao-pd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
+    env.update(MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix)
+    waiting = subprocess.Popen([str(command), "health", "--local", "--timeout", "1",
+                                "--wait", "60"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        with make_fleet():
+            out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate(timeout=10)
+    assert waiting.returncode == 0, err
+    assert out.startswith("ok: Redis answers, 1 worker on this host")
+
+
+def test_wait_gives_up_at_its_deadline(
+    health_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    code, _, err = run_health(capsys, "--timeout", "0.5", "--wait", "1.5")
+    elapsed = time.monotonic() - started
+    assert code == 1 and "no worker replied within 0.5 s" in err
+    assert 1.5 <= elapsed < 6
