@@ -51,6 +51,19 @@ WORKER_CONCURRENCY = 32
 
 # PagerDuty allows about 120 events per routing key per minute; stay a little under it.
 RATE_LIMIT_PER_MINUTE = 100
+# PagerDuty counts over a window looking back 60 s from now.
+RATE_WINDOW_SECONDS = 60.0
+# After a 429 the whole destination waits; PagerDuty advises "a few minutes" if every event
+# matters, so 15 s doubling with each 429 in a row reaches 4 minutes after five.
+COOLDOWN_BASE_SECONDS = 15.0
+
+# Failures in a row (5xx, timeouts, connection errors) across all incidents that open an
+# endpoint's circuit: many keys failing together is an outage, not one bad event.
+CIRCUIT_THRESHOLD = 10
+# An open circuit sends one probe after this long, doubling after each failed probe up to
+# the cap: an outage of hours costs a request every few minutes, not a retry storm.
+CIRCUIT_OPEN_SECONDS = 5.0
+CIRCUIT_MAX_OPEN_SECONDS = 300.0
 
 # Celery queue that carries deliver tasks.
 QUEUE_NAME = "deliver"

@@ -66,6 +66,32 @@ class Keyspace:
         """Sorted set: the send times in the last 60 s for one destination's routing key."""
         return f"{self.prefix}rate:{destination}"
 
+    def rate_waiting(self, destination: str) -> str:
+        """Sorted set: slots waiting for one destination's budget, by their oldest event."""
+        return f"{self.prefix}ratewait:{destination}"
+
     def cooldown(self, destination: str) -> str:
         """Hash: the fleet-wide back-off of one destination after a 429."""
         return f"{self.prefix}cooldown:{destination}"
+
+    def circuit(self, endpoint: str) -> str:
+        """Hash: one Events endpoint's failures in a row and open interval."""
+        return f"{self.prefix}circuit:{endpoint}"
+
+    def circuit_waiting(self, endpoint: str) -> str:
+        """Set: slots to wake when the endpoint's circuit closes."""
+        return f"{self.prefix}circuit-wait:{endpoint}"
+
+    def circuit_probe(self, endpoint: str) -> str:
+        """String with a TTL: the token of the one request probing an open circuit."""
+        return f"{self.prefix}circuit-probe:{endpoint}"
+
+    @property
+    def circuit_log(self) -> str:
+        """Stream: every circuit opening and closing, for operators."""
+        return f"{self.prefix}circuit-log"
+
+    @property
+    def hold_prefix(self) -> str:
+        """`hold(slot)` without the slot, for scripts that wake many slots."""
+        return self.hold("")

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     dispatch_batch: int = Field(defaults.DISPATCH_BATCH, ge=1)
     max_queue_length: int = Field(defaults.MAX_QUEUE_LENGTH, ge=1)
 
+    cooldown_base_seconds: float = Field(defaults.COOLDOWN_BASE_SECONDS, gt=0)
+    rate_window_seconds: float = Field(defaults.RATE_WINDOW_SECONDS, gt=0)
+    circuit_threshold: int = Field(defaults.CIRCUIT_THRESHOLD, ge=1)
+    circuit_open_seconds: float = Field(defaults.CIRCUIT_OPEN_SECONDS, gt=0)
+    circuit_max_open_seconds: float = Field(defaults.CIRCUIT_MAX_OPEN_SECONDS, gt=0)
+
     timeline_retention_seconds: float = Field(defaults.TIMELINE_RETENTION_SECONDS, gt=0)
     event_retention_seconds: float = Field(defaults.EVENT_RETENTION_SECONDS, gt=0)
 

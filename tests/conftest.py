@@ -124,7 +124,8 @@ def routing_key() -> str:
 @pytest.fixture
 def destinations(sim: Simulator, routing_key: str) -> dict[str, Destination]:
     return parse_destinations(
-        {"destinations": {"prod": {"routing_key": routing_key, "events_url": sim.events_url}}},
+        {"destinations": {"prod": {"routing_key": routing_key, "events_url": sim.events_url,
+                                   "rate_limit_per_minute": 100_000}}},
         environ={},
     )
 

@@ -82,6 +82,29 @@ class DispatcherStep(bootsteps.StartStopStep):
     shutdown = stop
 
 
+class AckWakerStep(bootsteps.StartStopStep):
+    """Wakes the consumer's event loop every few milliseconds under the threads pool.
+
+    Threads acknowledge through `call_soon` on the consumer's hub, which only runs them
+    when its poll returns; idle, that can be seconds, and with late acks and prefetch 1
+    the worker then takes no new message meanwhile (celery/celery#6941). A short repeating
+    timer bounds that wait.
+    """
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+    interval = 0.02
+
+    def start(self, consumer: Any) -> None:
+        if consumer.pool is not None and type(consumer.pool).__name__ == "TaskPool" and (
+            "thread" in type(consumer.pool).__module__
+        ):
+            consumer.timer.call_repeatedly(self.interval, _noop)
+
+
+def _noop() -> None:
+    pass
+
+
 def create_app(
     settings: Settings | None = None,
     destinations: Mapping[str, Destination] | None = None,
@@ -100,6 +123,7 @@ def create_app(
     else:
         app.add_defaults(lambda: celery_config(fleet.settings))
     app.steps["worker"].add(DispatcherStep)
+    app.steps["consumer"].add(AckWakerStep)
 
     @app.task(bind=True, name=defaults.DELIVER_TASK, shared=False, acks_late=True,
               reject_on_worker_lost=True, ignore_result=True)

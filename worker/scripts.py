@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import redis
 
+from worker.admission import ACCOUNT, GATE
+
 NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,7 +43,12 @@ return due
 # Returns -2 while the slot backs off, -1 when another worker holds it, 0 when there is
 # nothing to deliver (the slot leaves the schedule), else the number of pending events.
 ACQUIRE = NOW + """
-if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
+local held = redis.call('PTTL', KEYS[4])
+if held ~= -2 then
+  -- backing off: due again the moment the hold ends (Redis keeps a key until just after)
+  redis.call('ZADD', KEYS[2], now + math.max(held, 0) + 1, ARGV[3])
+  return -2
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
 local pending = redis.call('LLEN', KEYS[3])
 if pending == 0 then
@@ -72,12 +79,15 @@ for _, v in ipairs(redis.call('HGETALL', ARGV[4] .. id)) do result[#result + 1] 
 return result
 """
 
-# KEYS: lease, mailbox, schedule, event, timeline, dead_letters
-# ARGV: token, event_id, slot, state, lease_ms, event_ttl_ms, timeline_retention_ms,
-#       timeline_ttl_ms, fields_json, entries_json
+# KEYS: 1 lease, 2 mailbox, 3 schedule, 4 event, 5 timeline, 6 dead_letters,
+#       7..11 circuit, circuit_wait, probe, cooldown, circuit_log (see admission.ACCOUNT)
+# ARGV: 1 token, 2 event_id, 3 slot, 4 state, 5 lease_ms, 6 event_ttl_ms,
+#       7 timeline_retention_ms, 8 timeline_ttl_ms, 9 fields_json, 10 entries_json,
+#       11 outcome, 12 account params (JSON)
 # Ends the head event in a final state: pops it (only if it is still the head), records
-# the outcome and the timeline entries, files a dead letter. Returns the events left.
-FINISH = NOW + APPEND_TIMELINE + """
+# the outcome and the timeline entries, files a dead letter, feeds the circuit.
+# Returns {events left, circuit transition}.
+FINISH = NOW + APPEND_TIMELINE + ACCOUNT + """
 local fields = cjson.decode(ARGV[9])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[4], k, v) end
 redis.call('HSET', KEYS[4], 'state', ARGV[4], 'finished_at', now)
@@ -93,23 +103,43 @@ append_timeline(KEYS[5], ARGV[10], tonumber(ARGV[7]), ARGV[8])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-return redis.call('LLEN', KEYS[2])
+local health = account(ARGV[11], cjson.decode(ARGV[12]),
+                       {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11]})
+return {redis.call('LLEN', KEYS[2]), health[1]}
 """
 
-# KEYS: lease, schedule, event, timeline, hold
-# ARGV: token, slot, delay_ms, timeline_retention_ms, timeline_ttl_ms, fields_json,
-#       entries_json
-# Keeps the head event, records the attempt, and makes the whole slot wait delay_ms: the
-# hold stops any stray task for the slot, the schedule brings it back when due.
-RETRY = NOW + APPEND_TIMELINE + """
+# KEYS: 1 lease, 2 schedule, 3 event, 4 timeline, 5 hold,
+#       6..10 circuit, circuit_wait, probe, cooldown, circuit_log
+# ARGV: 1 token, 2 slot, 3 backoff_ms, 4 timeline_retention_ms, 5 timeline_ttl_ms,
+#       6 fields_json, 7 entries_json, 8 outcome, 9 account params (JSON),
+#       10 retry_scheduled entry base fields (JSON)
+# Keeps the head event, records the attempt, and makes the whole slot wait: its own
+# backoff, or longer while the circuit is open or the destination cools down after a 429.
+# The hold stops any stray task for the slot; the schedule brings it back when due.
+# Returns {delay_ms, circuit transition}.
+RETRY = NOW + APPEND_TIMELINE + ACCOUNT + """
 local fields = cjson.decode(ARGV[6])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, v) end
-append_timeline(KEYS[4], ARGV[7], tonumber(ARGV[4]), ARGV[5])
+local health = account(ARGV[8], cjson.decode(ARGV[9]),
+                       {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[2], KEYS[10]})
 local delay = math.max(1, tonumber(ARGV[3]))
+local reason = 'backoff'
+if health[2] > 0 then
+  redis.call('SADD', KEYS[7], ARGV[2])
+  if health[2] - now > delay then delay = health[2] - now; reason = 'circuit_open' end
+end
+local cool = tonumber(redis.call('HGET', KEYS[9], 'until') or '0')
+if cool - now > delay then delay = cool - now; reason = 'cooldown' end
+local entry = cjson.decode(ARGV[10])
+for _, v in ipairs({'retry_at', tostring(now + delay), 'delay_ms', tostring(delay),
+                    'reason', reason}) do entry[#entry + 1] = v end
+local entries = cjson.decode(ARGV[7])
+entries[#entries + 1] = entry
+append_timeline(KEYS[4], cjson.encode(entries), tonumber(ARGV[4]), ARGV[5])
 redis.call('SET', KEYS[5], '1', 'PX', delay)
 redis.call('ZADD', KEYS[2], now + delay, ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return now + delay
+return {delay, health[1]}
 """
 
 # KEYS: lease, schedule   ARGV: token, slot, due_in_ms
@@ -131,3 +161,4 @@ class WorkerScripts:
         self.finish = client.register_script(FINISH)
         self.retry = client.register_script(RETRY)
         self.release = client.register_script(RELEASE)
+        self.gate = client.register_script(GATE)

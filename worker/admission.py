@@ -1,0 +1,186 @@
+"""Whether a slot may send now, decided fleet-wide in Redis: circuit, cooldown, rate window.
+
+Three gates, checked in one script before every request (`GATE`), and fed by the outcome
+of every request (`ACCOUNT`, run inside the finish and retry scripts):
+
+- **Circuit breaker per Events endpoint.** After `threshold` failures in a row (5xx,
+  timeouts, connection errors) across all slots, the endpoint is open: nothing is sent to
+  it. At the end of each open interval one slot sends a probe; success closes the circuit
+  and wakes every slot that waited on it, failure doubles the interval (up to a cap).
+- **429 cooldown per destination.** A 429 makes the whole destination wait, growing with
+  each 429 in a row, so the fleet backs off as one instead of every worker hammering it.
+- **Sliding 60 s window per destination.** At most `rate_limit_per_minute` requests in any
+  window. A slot over budget waits in a per-destination waiting room ordered by the age of
+  its oldest event, and is told to come back when its turn's token frees, so the oldest
+  incidents go first and waiting slots do not poll.
+
+A denied slot is released and rescheduled by the gate itself, in the same atomic step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# KEYS: 1 lease, 2 schedule, 3 timeline, 4 circuit, 5 circuit_wait, 6 probe, 7 cooldown,
+#       8 window, 9 waiting room
+# ARGV: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
+#       7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
+#       11 timeline entry base fields (JSON list)
+# Returns {1, probe} when the request may go, {0, wait_ms, reason} when the slot must wait.
+GATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slot = ARGV[2]
+
+local function deny(wait, reason, stage)
+  wait = math.max(50, math.floor(wait))
+  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  redis.call('ZADD', KEYS[2], now + wait, slot)
+  local entry = {'stage', stage}
+  for _, v in ipairs(cjson.decode(ARGV[11])) do entry[#entry + 1] = v end
+  for _, v in ipairs({'reason', reason, 'retry_at', tostring(now + wait),
+                      'delay_ms', tostring(wait)}) do entry[#entry + 1] = v end
+  redis.call('XADD', KEYS[3], 'MINID', '~', tostring(now - tonumber(ARGV[9])), '*',
+             unpack(entry))
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
+  return {0, wait, reason}
+end
+
+local probe = 0
+if tonumber(redis.call('HGET', KEYS[4], 'failures') or '0') >= tonumber(ARGV[8]) then
+  local open_until = tonumber(redis.call('HGET', KEYS[4], 'open_until') or '0')
+  local interval = tonumber(redis.call('HGET', KEYS[4], 'interval') or '1000')
+  redis.call('SADD', KEYS[5], slot)
+  if now < open_until then return deny(open_until - now, 'circuit_open', 'retry_scheduled') end
+  if not redis.call('SET', KEYS[6], ARGV[1], 'NX', 'PX', ARGV[7]) then
+    return deny(interval, 'circuit_open', 'retry_scheduled')
+  end
+  probe = 1
+end
+
+local cool = tonumber(redis.call('HGET', KEYS[7], 'until') or '0')
+if cool > now then
+  if probe == 1 then redis.call('DEL', KEYS[6]) end
+  return deny(cool - now, 'cooldown', 'rate_limited')
+end
+
+local window_ms = tonumber(ARGV[6])
+local budget = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - window_ms)
+local free = budget - redis.call('ZCARD', KEYS[8])
+local mine = redis.call('ZSCORE', KEYS[9], slot)
+local ahead = 0
+for _, waiter in ipairs(redis.call('ZRANGE', KEYS[9], 0, 199)) do
+  if waiter == slot then break end
+  local due = redis.call('ZSCORE', KEYS[2], waiter)
+  if not due then
+    redis.call('ZREM', KEYS[9], waiter)
+  elseif tonumber(due) <= now + window_ms then
+    ahead = ahead + 1
+  end
+end
+if ahead < free then
+  redis.call('ZADD', KEYS[8], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[8], window_ms)
+  if mine then redis.call('ZREM', KEYS[9], slot) end
+  return {1, probe}
+end
+
+if probe == 1 then redis.call('DEL', KEYS[6]) end
+if not mine then redis.call('ZADD', KEYS[9], ARGV[4], slot) end
+redis.call('PEXPIRE', KEYS[9], 86400000)
+local need = ahead + 1 - free
+local rounds = math.floor((need - 1) / budget)
+local token = redis.call('ZRANGE', KEYS[8], (need - 1) % budget, (need - 1) % budget, 'WITHSCORES')
+local wait = (rounds + 1) * window_ms
+if token[2] then wait = tonumber(token[2]) + window_ms - now + rounds * window_ms end
+return deny(wait, 'rate_limit', 'rate_limited')
+"""
+
+# Lua: `account(outcome, params)` feeds one request's outcome to the circuit and the
+# cooldown. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx, timeout, network),
+# 'throttled' (429) or 'none' (no request). Uses AK = {circuit, circuit_wait, probe,
+# cooldown, schedule, circuit_log}. Returns the transition ('', 'opened', 'reopened',
+# 'closed') and, while open, when the next probe may go.
+ACCOUNT = """
+local function account(outcome, p, AK)
+  local threshold = tonumber(p.threshold)
+  local failures = tonumber(redis.call('HGET', AK[1], 'failures') or '0')
+  if outcome == 'ok' then
+    local transition = ''
+    if failures >= threshold then
+      transition = 'closed'
+      for _, waiter in ipairs(redis.call('SMEMBERS', AK[2])) do
+        redis.call('ZADD', AK[5], 'XX', now, waiter)
+        redis.call('DEL', p.hold_prefix .. waiter)
+      end
+      redis.call('DEL', AK[2])
+      redis.call('XADD', AK[6], 'MAXLEN', '~', 1000, '*', 'endpoint', p.endpoint,
+                 'event', 'closed')
+    end
+    if failures > 0 then redis.call('DEL', AK[1]) end
+    if p.probe == 1 then redis.call('DEL', AK[3]) end
+    if tonumber(redis.call('HGET', AK[4], 'until') or '0') <= now then
+      redis.call('DEL', AK[4])
+    end
+    return {transition, 0}
+  elseif outcome == 'fail' then
+    failures = redis.call('HINCRBY', AK[1], 'failures', 1)
+    redis.call('PEXPIRE', AK[1], 86400000)
+    local transition = ''
+    if failures == threshold or (failures > threshold and p.probe == 1) then
+      local interval = tonumber(p.base_ms)
+      transition = 'opened'
+      if failures > threshold then
+        interval = math.min(tonumber(p.cap_ms),
+                            2 * tonumber(redis.call('HGET', AK[1], 'interval') or p.base_ms))
+        transition = 'reopened'
+        redis.call('DEL', AK[3])
+      end
+      redis.call('HSET', AK[1], 'interval', interval, 'open_until', now + interval)
+      redis.call('XADD', AK[6], 'MAXLEN', '~', 1000, '*', 'endpoint', p.endpoint,
+                 'event', transition, 'interval_ms', interval)
+    end
+    if failures >= threshold then
+      return {transition, tonumber(redis.call('HGET', AK[1], 'open_until') or '0')}
+    end
+    return {transition, 0}
+  elseif outcome == 'throttled' then
+    local strikes = redis.call('HINCRBY', AK[4], 'strikes', 1)
+    local delay = math.min(tonumber(p.cool_cap_ms),
+                           tonumber(p.cool_base_ms) * 2 ^ math.min(strikes - 1, 30))
+    local until_ms = math.max(now + delay,
+                              tonumber(redis.call('HGET', AK[4], 'until') or '0'))
+    redis.call('HSET', AK[4], 'until', until_ms)
+    redis.call('PEXPIRE', AK[4], math.floor(until_ms - now) + 600000)
+    return {'', 0}
+  end
+  return {'', 0}
+end
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The gate's answer: go (possibly as the circuit's probe) or wait."""
+
+    allowed: bool
+    probe: bool = False
+    wait_ms: int = 0
+    reason: str = ""
+
+    @classmethod
+    def from_script(cls, raw: list[object]) -> Admission:
+        """Decode GATE's reply."""
+        if int(raw[0]) == 1:  # type: ignore[call-overload]
+            return cls(True, probe=int(raw[1]) == 1)  # type: ignore[call-overload]
+        return cls(False, wait_ms=int(raw[1]), reason=str(raw[2]))  # type: ignore[call-overload]
+
+
+def outcome_class(kind: str, http_status: int | None) -> str:
+    """What one request says about the endpoint's health, for ACCOUNT."""
+    if http_status == 429:
+        return "throttled"
+    if kind == "retry":
+        return "fail"
+    return "ok"
