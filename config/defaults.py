@@ -56,6 +56,7 @@ RATE_WINDOW_SECONDS = 60.0
 # After a 429 the whole destination waits; PagerDuty advises "a few minutes" if every event
 # matters, so 15 s doubling with each 429 in a row reaches 4 minutes after five.
 COOLDOWN_BASE_SECONDS = 15.0
+COOLDOWN_MAX_SECONDS = 300.0
 
 # Failures in a row (5xx, timeouts, connection errors) across all incidents that open an
 # endpoint's circuit: many keys failing together is an outage, not one bad event.
@@ -69,3 +70,15 @@ CIRCUIT_MAX_OPEN_SECONDS = 300.0
 QUEUE_NAME = "deliver"
 # The one Celery task: a delivery pass over one (destination, dedup_key).
 DELIVER_TASK = "monitao.deliver"
+
+# Each worker's Prometheus exporter is off unless a port is given: several workers on one host
+# need a port each (e.g. 9808, 9809, ...), so no single default port can be right for all.
+METRICS_PORT = 0
+# Enabling the exporter means wanting it scraped from elsewhere (a container, another host);
+# it serves counts and destination names, never a routing key.
+METRICS_ADDRESS = "0.0.0.0"
+# `monitao-pd status` exits 1 when the oldest pending event is older than this: the longest
+# ordinary wait is a 5-minute backoff cap or 429 cooldown, so 10 minutes means stuck.
+STATUS_MAX_PENDING_AGE_SECONDS = 600.0
+# How long `monitao-pd test-destination` waits for each of its two events.
+TEST_DESTINATION_TIMEOUT_SECONDS = 60.0

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_queue_length: int = Field(defaults.MAX_QUEUE_LENGTH, ge=1)
 
     cooldown_base_seconds: float = Field(defaults.COOLDOWN_BASE_SECONDS, gt=0)
+    cooldown_max_seconds: float = Field(defaults.COOLDOWN_MAX_SECONDS, gt=0)
     rate_window_seconds: float = Field(defaults.RATE_WINDOW_SECONDS, gt=0)
     circuit_threshold: int = Field(defaults.CIRCUIT_THRESHOLD, ge=1)
     circuit_open_seconds: float = Field(defaults.CIRCUIT_OPEN_SECONDS, gt=0)
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     redis_tls_cert_file: FilePath | None = Field(
         None, description="client certificate, when Redis asks for one (tls-auth-clients)")
     redis_tls_key_file: FilePath | None = Field(None, description="the client certificate's key")
+
+    # Operating the fleet: each worker's Prometheus exporter (0 = off) and the status alarm.
+    metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535,
+                              description="this worker's Prometheus exporter port; 0 = off")
+    metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1)
+    status_max_pending_age_seconds: float = Field(defaults.STATUS_MAX_PENDING_AGE_SECONDS, gt=0)
 
     @field_validator("key_prefix")
     @classmethod

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 # ARGV: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
 #       7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
 #       11 timeline entry base fields (JSON list)
-# Returns {1, probe} when the request may go, {0, wait_ms, reason} when the slot must wait.
+# Returns {1, probe, window member} when the request may go, {0, wait_ms, reason} when the
+# slot must wait.
 GATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -80,10 +81,11 @@ for _, waiter in ipairs(redis.call('ZRANGE', KEYS[9], 0, 199)) do
   end
 end
 if ahead < free then
-  redis.call('ZADD', KEYS[8], now, now .. ':' .. ARGV[3])
+  local member = now .. ':' .. ARGV[3]
+  redis.call('ZADD', KEYS[8], now, member)
   redis.call('PEXPIRE', KEYS[8], window_ms)
   if mine then redis.call('ZREM', KEYS[9], slot) end
-  return {1, probe}
+  return {1, probe, member}
 end
 
 if probe == 1 then redis.call('DEL', KEYS[6]) end
@@ -97,13 +99,20 @@ if token[2] then wait = tonumber(token[2]) + window_ms - now + rounds * window_m
 return deny(wait, 'rate_limit', 'rate_limited')
 """
 
-# Lua: `account(outcome, params)` feeds one request's outcome to the circuit and the
-# cooldown. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx, timeout, network),
-# 'throttled' (429) or 'none' (no request). Uses AK = {circuit, circuit_wait, probe,
-# cooldown, schedule, circuit_log}. Returns the transition ('', 'opened', 'reopened',
+# Lua: `account(outcome, params)` feeds one request's outcome to the circuit, the cooldown
+# and the rate window. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx,
+# timeout, network), 'throttled' (429) or 'none' (no request). Uses AK = {circuit,
+# circuit_wait, probe, cooldown, schedule, circuit_log, rate window}. Returns the transition ('', 'opened', 'reopened',
 # 'closed') and, while open, when the next probe may go.
 ACCOUNT = """
 local function account(outcome, p, AK)
+  if p.member then
+    -- PagerDuty counts a request when it arrives, which may be well after the gate let it
+    -- go (a new connection, a slow network): count it from its answer instead.
+    if redis.call('ZADD', AK[7], 'XX', 'CH', now, p.member) == 1 then
+      redis.call('PEXPIRE', AK[7], p.window_ms)
+    end
+  end
   local threshold = tonumber(p.threshold)
   local failures = tonumber(redis.call('HGET', AK[1], 'failures') or '0')
   if outcome == 'ok' then
@@ -168,12 +177,14 @@ class Admission:
     probe: bool = False
     wait_ms: int = 0
     reason: str = ""
+    window_member: str = ""
 
     @classmethod
     def from_script(cls, raw: list[object]) -> Admission:
         """Decode GATE's reply."""
         if int(raw[0]) == 1:  # type: ignore[call-overload]
-            return cls(True, probe=int(raw[1]) == 1)  # type: ignore[call-overload]
+            return cls(True, probe=int(raw[1]) == 1,  # type: ignore[call-overload]
+                       window_member=str(raw[2]))
         return cls(False, wait_ms=int(raw[1]), reason=str(raw[2]))  # type: ignore[call-overload]
 
 

@@ -211,14 +211,17 @@ class SlotPass:
             "base_ms": int(settings.circuit_open_seconds * 1000),
             "cap_ms": int(settings.circuit_max_open_seconds * 1000),
             "cool_base_ms": int(settings.cooldown_base_seconds * 1000),
-            "cool_cap_ms": int(settings.retry_cap_seconds * 1000),
+            "cool_cap_ms": int(settings.cooldown_max_seconds * 1000),
             "hold_prefix": keys.hold_prefix,
             "endpoint": redact_url(destination.url),
             "probe": 1 if admission.probe else 0,
+            "member": admission.window_member,
+            "window_ms": int(settings.rate_window_seconds * 1000),
         }
         return (
             [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
-             keys.circuit_probe(endpoint), keys.cooldown(destination.name), keys.circuit_log],
+             keys.circuit_probe(endpoint), keys.cooldown(destination.name), keys.circuit_log,
+             keys.rate_window(destination.name)],
             [outcome_class(outcome.kind, outcome.http_status), json.dumps(params)],
         )
 
@@ -275,7 +278,7 @@ class SlotPass:
         return (
             [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
              keys.circuit_probe(endpoint), keys.cooldown(self.destination_name),
-             keys.circuit_log],
+             keys.circuit_log, keys.rate_window(self.destination_name)],
             ["none", json.dumps({"threshold": 1})],
         )
 

@@ -80,7 +80,8 @@ return result
 """
 
 # KEYS: 1 lease, 2 mailbox, 3 schedule, 4 event, 5 timeline, 6 dead_letters,
-#       7..11 circuit, circuit_wait, probe, cooldown, circuit_log (see admission.ACCOUNT)
+#       7..12 circuit, circuit_wait, probe, cooldown, circuit_log, rate window
+#       (see admission.ACCOUNT)
 # ARGV: 1 token, 2 event_id, 3 slot, 4 state, 5 lease_ms, 6 event_ttl_ms,
 #       7 timeline_retention_ms, 8 timeline_ttl_ms, 9 fields_json, 10 entries_json,
 #       11 outcome, 12 account params (JSON)
@@ -104,12 +105,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 local health = account(ARGV[11], cjson.decode(ARGV[12]),
-                       {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11]})
+                       {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11], KEYS[12]})
 return {redis.call('LLEN', KEYS[2]), health[1]}
 """
 
 # KEYS: 1 lease, 2 schedule, 3 event, 4 timeline, 5 hold,
-#       6..10 circuit, circuit_wait, probe, cooldown, circuit_log
+#       6..11 circuit, circuit_wait, probe, cooldown, circuit_log, rate window
 # ARGV: 1 token, 2 slot, 3 backoff_ms, 4 timeline_retention_ms, 5 timeline_ttl_ms,
 #       6 fields_json, 7 entries_json, 8 outcome, 9 account params (JSON),
 #       10 retry_scheduled entry base fields (JSON)
@@ -121,7 +122,7 @@ RETRY = NOW + APPEND_TIMELINE + ACCOUNT + """
 local fields = cjson.decode(ARGV[6])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, v) end
 local health = account(ARGV[8], cjson.decode(ARGV[9]),
-                       {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[2], KEYS[10]})
+                       {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[2], KEYS[10], KEYS[11]})
 local delay = math.max(1, tonumber(ARGV[3]))
 local reason = 'backoff'
 if health[2] > 0 then
