@@ -102,8 +102,9 @@ return deny(wait, 'rate_limit', 'rate_limited')
 # Lua: `account(outcome, params)` feeds one request's outcome to the circuit, the cooldown
 # and the rate window. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx,
 # timeout, network), 'throttled' (429) or 'none' (no request). Uses AK = {circuit,
-# circuit_wait, probe, cooldown, schedule, circuit_log, rate window}. Returns the transition ('', 'opened', 'reopened',
-# 'closed') and, while open, when the next probe may go.
+# circuit_wait, probe, cooldown, schedule, circuit_log, rate window}. Returns the
+# transition ('', 'opened', 'reopened', 'closed') and, while open, when the next probe
+# may go.
 ACCOUNT = """
 local function account(outcome, p, AK)
   if p.member then
