@@ -53,6 +53,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="monitao-pd-redis-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +67,7 @@ class EmbeddedRedis:
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--save", "", "--daemonize", "no",
             "--maxmemory-policy", "noeviction", "--loglevel", "warning",
+            "--logfile", str(self.directory / "redis.log"),
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
         ]
         self.process = subprocess.Popen(
@@ -81,8 +83,10 @@ class EmbeddedRedis:
                 except redis.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         self.stop()
+                        log = self.directory / "redis.log"
+                        tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
                         raise RuntimeError(
-                            f"embedded Redis did not start on port {self.port}"
+                            f"embedded Redis did not start on port {self.port}: {tail}"
                         ) from None
                     time.sleep(0.05)
         finally:

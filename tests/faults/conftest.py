@@ -30,8 +30,8 @@ def fleet_env(tmp_path: Path, redis_url: str, prefix: str, sim: Simulator,
             encoding="utf-8",
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
-        env.update(settings_env(redis_url=redis_url, key_prefix=prefix, config=config,
-                                **{**FAST, **overrides}))
+        env.update(settings_env(**{"redis_url": redis_url, "key_prefix": prefix,
+                                   "config": config, **FAST, **overrides}))
         env["PD_KEY_TEST"] = routing_key
         return env
 
