@@ -44,7 +44,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # True would try to cancel running tasks on a broker connection loss, which the
+        # threads pool cannot do (it raises and the consumer dies); their late acks fail
+        # instead and the messages come back after the visibility timeout.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
@@ -124,6 +127,9 @@ def create_app(
         app.add_defaults(lambda: celery_config(fleet.settings))
     app.steps["worker"].add(DispatcherStep)
     app.steps["consumer"].add(AckWakerStep)
+    from worker.metrics import MetricsStep  # the exporter, when metrics_port is set
+
+    app.steps["worker"].add(MetricsStep)
 
     @app.task(bind=True, name=defaults.DELIVER_TASK, shared=False, acks_late=True,
               reject_on_worker_lost=True, ignore_result=True)

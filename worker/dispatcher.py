@@ -69,7 +69,7 @@ class Dispatcher:
         if self._broker is None:
             url = self.ctx.settings.celery_broker_url
             self._broker = self.ctx.redis if url == self.ctx.settings.redis_url else (
-                redis_client(url, check=False)
+                redis_client(self.ctx.settings, url=url, check=False)
             )
         return int(self._broker.llen(self.ctx.keys.prefix + defaults.QUEUE_NAME))
 
