@@ -95,3 +95,7 @@ class Keyspace:
     def hold_prefix(self) -> str:
         """`hold(slot)` without the slot, for scripts that wake many slots."""
         return self.hold("")
+
+    def queue(self, name: str) -> str:
+        """List: a Celery queue on the broker (kombu writes it under the same prefix)."""
+        return f"{self.prefix}{name}"

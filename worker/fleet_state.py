@@ -1,0 +1,181 @@
+"""The fleet's state as Redis holds it, read in one go: for `monitao-pd status` and metrics.
+
+Everything here is fleet-wide (every worker shares the Redis), so any process reading it
+gets the same figures. Reading costs a few pipelined round trips over the scheduled slots
+and the dead letters; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from config import defaults
+from config.destinations import Destination
+from config.keyspace import Keyspace, split_slot
+from worker import dead_letters
+from worker.timeline import redis_millis
+
+PAGE = 1000
+
+
+@dataclass
+class DestinationState:
+    """Admission state of one destination (its routing key) and its Events endpoint."""
+
+    name: str
+    pending_events: int = 0
+    cooling_down: bool = False
+    cooldown_remaining_seconds: float = 0.0
+    rate_waiting_keys: int = 0
+    rate_window_requests: int = 0
+    rate_limit_per_minute: int | None = None
+    circuit: str = "unknown"  # closed, open, half_open (a probe may go), unknown (no config)
+    circuit_failures: int = 0
+
+
+@dataclass
+class FleetState:
+    """One reading of the fleet's Redis state."""
+
+    now_ms: int
+    scheduled_keys: int = 0
+    due_keys: int = 0
+    in_flight: int = 0
+    backing_off: int = 0
+    pending_events: int = 0
+    oldest_pending_ms: int | None = None
+    oldest_pending_event: str | None = None
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    replays_pending: int = 0
+    queue_length: int | None = None
+    destinations: dict[str, DestinationState] = field(default_factory=dict)
+
+    @property
+    def oldest_pending_age_seconds(self) -> float | None:
+        """Age of the oldest event at the head of a pending slot (None when none pends)."""
+        if self.oldest_pending_ms is None:
+            return None
+        return max(0.0, (self.now_ms - self.oldest_pending_ms) / 1000)
+
+    @property
+    def dead_letters_total(self) -> int:
+        return sum(self.dead_letters.values())
+
+    @property
+    def cooling_down(self) -> list[str]:
+        """Destinations (routing keys) that wait: after a 429, on their budget, or circuit."""
+        return sorted(name for name, d in self.destinations.items()
+                      if d.cooling_down or d.rate_waiting_keys or d.circuit == "open")
+
+    def as_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["oldest_pending_age_seconds"] = self.oldest_pending_age_seconds
+        result["dead_letters_total"] = self.dead_letters_total
+        result["destinations_waiting"] = self.cooling_down
+        return result
+
+
+def read_state(
+    client: redis.Redis, keys: Keyspace,
+    destinations: Mapping[str, Destination] | Iterable[str] | None = None, *,
+    circuit_threshold: int = defaults.CIRCUIT_THRESHOLD,
+    rate_window_seconds: float = defaults.RATE_WINDOW_SECONDS,
+    broker: redis.Redis | None = None,
+) -> FleetState:
+    """Read the fleet's state. Destinations named (configured or just names) are always
+    reported; destinations with pending events are added. Circuits need the configuration
+    (the endpoint comes from a destination's URL)."""
+    state = FleetState(now_ms=redis_millis(client))
+    configured: dict[str, Destination | None] = {}
+    if isinstance(destinations, Mapping):
+        configured.update(destinations)
+    elif destinations is not None:
+        configured.update(dict.fromkeys(destinations))
+    _read_slots(client, keys, state)
+    for name in sorted(set(configured) | set(state.destinations)):
+        _read_destination(client, keys, state, name, configured.get(name),
+                          circuit_threshold, rate_window_seconds)
+    for letter in dead_letters.iter_dead_letters(client, keys):
+        if letter["state"] == "dead_lettered":
+            state.dead_letters[letter["reason"]] = state.dead_letters.get(letter["reason"], 0) + 1
+        elif letter["state"] == "replay_pending":
+            state.replays_pending += 1
+    state.dead_letters = dict(sorted(state.dead_letters.items(),
+                                     key=lambda item: (-item[1], item[0])))
+    if broker is not None:
+        state.queue_length = int(broker.llen(keys.queue(defaults.QUEUE_NAME)))
+    return state
+
+
+def _read_slots(client: redis.Redis, keys: Keyspace, state: FleetState) -> None:
+    state.scheduled_keys = int(client.zcard(keys.schedule))
+    state.due_keys = int(client.zcount(keys.schedule, "-inf", state.now_ms))
+    per_destination: Counter[str] = Counter()
+    offset = 0
+    while True:
+        slots = client.zrange(keys.schedule, offset, offset + PAGE - 1)
+        if not slots:
+            break
+        pipe = client.pipeline(transaction=False)
+        for slot in slots:
+            pipe.llen(keys.mailbox(slot))
+            pipe.exists(keys.lease(slot))
+            pipe.exists(keys.hold(slot))
+            pipe.lindex(keys.mailbox(slot), 0)
+        replies = pipe.execute()
+        heads = []
+        for index, slot in enumerate(slots):
+            length, leased, held, head = replies[4 * index: 4 * index + 4]
+            per_destination[split_slot(slot)[0]] += int(length)
+            state.in_flight += int(leased)
+            state.backing_off += int(held)
+            if head:
+                heads.append(head)
+        pipe = client.pipeline(transaction=False)
+        for head in heads:
+            pipe.hget(keys.event(head), "enqueued_at")
+        for head, enqueued_at in zip(heads, pipe.execute(), strict=True):
+            if enqueued_at is None:
+                continue
+            millis = int(float(enqueued_at))
+            if state.oldest_pending_ms is None or millis < state.oldest_pending_ms:
+                state.oldest_pending_ms, state.oldest_pending_event = millis, head
+        offset += PAGE
+    state.pending_events = sum(per_destination.values())
+    for name, pending in per_destination.items():
+        state.destinations[name] = DestinationState(name, pending_events=pending)
+
+
+def _read_destination(
+    client: redis.Redis, keys: Keyspace, state: FleetState, name: str,
+    destination: Destination | None, circuit_threshold: int, rate_window_seconds: float,
+) -> None:
+    from worker.delivery import endpoint_id
+
+    now = state.now_ms
+    entry = state.destinations.setdefault(name, DestinationState(name))
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(keys.cooldown(name), "until")
+    pipe.zcard(keys.rate_waiting(name))
+    pipe.zcount(keys.rate_window(name), now - int(rate_window_seconds * 1000), "+inf")
+    if destination is not None:
+        pipe.hmget(keys.circuit(endpoint_id(destination.url)), "failures", "open_until")
+    replies = pipe.execute()
+    cool_until = float(replies[0] or 0)
+    entry.cooling_down = cool_until > now
+    entry.cooldown_remaining_seconds = max(0.0, (cool_until - now) / 1000)
+    entry.rate_waiting_keys = int(replies[1])
+    entry.rate_window_requests = int(replies[2])
+    if destination is not None:
+        entry.rate_limit_per_minute = destination.rate_limit_per_minute
+        failures, open_until = (int(float(v or 0)) for v in replies[3])
+        entry.circuit_failures = failures
+        if failures < circuit_threshold:
+            entry.circuit = "closed"
+        else:
+            entry.circuit = "open" if now < open_until else "half_open"
