@@ -156,11 +156,13 @@ local function account(outcome, p, AK)
     end
     return {transition, 0}
   elseif outcome == 'throttled' then
+    -- 429s answered to requests already in flight when a cooldown began are one strike,
+    -- not one each: only a 429 outside a cooldown makes the next one longer.
+    if tonumber(redis.call('HGET', AK[4], 'until') or '0') > now then return {'', 0} end
     local strikes = redis.call('HINCRBY', AK[4], 'strikes', 1)
     local delay = math.min(tonumber(p.cool_cap_ms),
                            tonumber(p.cool_base_ms) * 2 ^ math.min(strikes - 1, 30))
-    local until_ms = math.max(now + delay,
-                              tonumber(redis.call('HGET', AK[4], 'until') or '0'))
+    local until_ms = now + delay
     redis.call('HSET', AK[4], 'until', until_ms)
     redis.call('PEXPIRE', AK[4], math.floor(until_ms - now) + 600000)
     return {'', 0}
