@@ -1,8 +1,9 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables and summaries for the terminal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 TIMELINE_COLUMNS = (
@@ -23,24 +24,62 @@ def table(rows: Iterable[Sequence[str]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def duration(millis: float | None) -> str:
+    """A duration for people: `850 ms`, `4.2 s`, `3 min 5 s`, `2 h 10 min`."""
+    if millis is None:
+        return "-"
+    if millis < 1000:
+        return f"{millis:.0f} ms"
+    seconds = millis / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def _latency(value: Any) -> str:
+    try:
+        return f"{float(value):.1f} ms"
+    except (TypeError, ValueError):
+        return "?"
+
+
 def timeline_detail(entry: dict[str, Any]) -> str:
     """The stage-specific part of a timeline entry, in a few words."""
     stage = entry.get("stage")
     if stage == "attempt":
         status = entry.get("http_status", "no answer")
-        text = f"try {entry.get('attempt')}: HTTP {status} in {entry.get('latency_ms')} ms"
+        text = f"try {entry.get('attempt')}: HTTP {status} in {_latency(entry.get('latency_ms'))}"
         if entry.get("error"):
             text += f" ({entry['error']})"
-        return text + f" [{entry.get('worker', '?')}]"
-    if stage == "retry_scheduled":
-        return f"retry in {int(entry.get('delay_ms', 0)) / 1000:.1f} s"
+        if entry.get("probe"):
+            text += " (circuit probe)"
+        text += f" [{entry.get('worker', '?')}"
+        if entry.get("task_id"):
+            text += f" task {entry['task_id']}"
+        return text + "]"
+    if stage in ("retry_scheduled", "rate_limited"):
+        reason = entry.get("reason")
+        text = f"retry in {int(entry.get('delay_ms', 0)) / 1000:.1f} s"
+        return f"{text} ({reason})" if reason else text
     if stage == "delivered":
         return f"dedup_key {entry.get('pd_dedup_key') or entry.get('dedup_key')}"
-    if stage in ("dead_lettered", "superseded", "suppressed"):
+    if stage == "replayed":
+        parts = [f"was {entry['reason']}" if entry.get("reason") else "",
+                 f"ahead of {entry['ahead_of']} later event(s)" if entry.get("ahead_of") else "",
+                 "forced" if entry.get("forced") else "",
+                 f"by {entry['operator']}" if entry.get("operator") else ""]
+        return ", ".join(p for p in parts if p)
+    if stage in ("dead_lettered", "superseded", "suppressed", "purged"):
         parts = [entry.get("reason", ""), entry.get("error", "")]
         errors = entry.get("errors")
         if errors:
-            parts.append("; ".join(map(str, errors)))
+            parts.append("; ".join(map(str, errors)) if isinstance(errors, list) else str(errors))
+        if entry.get("operator"):
+            parts.append(f"by {entry['operator']}")
         return " - ".join(p for p in parts if p)
     return ""
 
@@ -49,6 +88,151 @@ def timeline_table(entries: Iterable[dict[str, Any]]) -> str:
     """An incident's timeline as a table, one line per entry."""
     rows = []
     for entry in entries:
-        shown = dict(entry, detail=timeline_detail(entry), event_id=entry["event_id"][:12])
+        shown = dict(entry, detail=timeline_detail(entry),
+                     event_id=str(entry.get("event_id", ""))[:12])
         rows.append([str(shown.get(key, "")) for key, _ in TIMELINE_COLUMNS])
     return table(rows, [title for _, title in TIMELINE_COLUMNS])
+
+
+# How the summary names final states: PagerDuty's own word for a delivered event is
+# "accepted" (HTTP 202), which keeps the summary apart from the table's `delivered` rows.
+STATE_WORDS = {"delivered": "accepted by PagerDuty", "dead_lettered": "dead-lettered"}
+
+
+def _states(states: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {STATE_WORDS.get(state, state)}"
+                     for state, n in states.items()) or "none"
+
+
+def timeline_summary(summary: Mapping[str, Any]) -> str:
+    """The derived figures of an incident's timeline, a few lines."""
+    lines = [
+        f"incident {summary['incident_id']}: {summary['entries']} entries, "
+        f"{summary['events']} event(s): {_states(summary['states'])}",
+        f"  attempts: {summary['attempts']} (retries scheduled {summary['retries_scheduled']}, "
+        f"rate-limited {summary['rate_limited']}, replayed {summary['replayed']})",
+        f"  enqueued to first accepted: {duration(summary['enqueue_to_first_delivery_ms'])}",
+        f"  trigger accepted to resolve accepted: {duration(summary['trigger_to_resolve_ms'])}",
+    ]
+    if len(summary["keys"]) > 1:
+        for key in summary["keys"]:
+            lines.append(
+                f"  {key['destination']}/{key['dedup_key']}: {key['attempts']} attempts, "
+                f"first accepted after {duration(key['enqueue_to_first_delivery_ms'])}, "
+                f"trigger to resolve {duration(key['trigger_to_resolve_ms'])}")
+    return "\n".join(lines)
+
+
+def dead_letter_table(letters: Iterable[Mapping[str, Any]]) -> str:
+    """`dlq list` as a table."""
+    rows = [
+        [e["dead_lettered_at"] or "", e["event_id"][:12], e["destination"], e["action"] or "",
+         e["incident_id"] or "", e["reason"],
+         "replay pending" if e["state"] == "replay_pending" else e["state"],
+         str(e["attempts"]), "; ".join(map(str, e["errors"])) or (e["error"] or "")]
+        for e in letters
+    ]
+    return table(rows, ["dead-lettered", "event", "destination", "action", "incident",
+                        "reason", "state", "attempts", "error"])
+
+
+def reason_counts(counts: Mapping[str, int]) -> str:
+    """`rejected 10, expired 2`."""
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items()) or "none"
+
+
+def dead_letter_detail(letter: Mapping[str, Any]) -> str:
+    """`dlq show` as text: the record, PagerDuty's errors, the masked body, each attempt."""
+    lines = [
+        f"event        {letter['event_id']}",
+        f"state        {letter['state']}  (reason: {letter['reason']})",
+        f"destination  {letter['destination']}",
+        f"dedup_key    {letter['dedup_key']}",
+        f"incident     {letter['incident_id']}   action: {letter['action']}",
+        f"attempts     {letter['attempts']}   replays: {letter['replays']}",
+        f"first seen   {letter['first_seen']}",
+        f"last attempt {letter['last_attempt']}",
+        f"dead-lettered {letter['dead_lettered_at']}",
+        f"error        {letter['error'] or '-'}",
+        "PagerDuty's errors:",
+        *([f"  - {e}" for e in letter["errors"]] or ["  (none)"]),
+        "",
+        "event:",
+        _indent(json.dumps(letter["event"], indent=2, sort_keys=True)),
+        "",
+        f"body ({letter['body_note']}):",
+        _indent(json.dumps(letter["body"], indent=2) if letter["body"] is not None else "-"),
+        "",
+        "history:",
+        _indent(timeline_table(letter["timeline"]) if letter["timeline"] else
+                "(no timeline entries left)"),
+    ]
+    return "\n".join(lines)
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+REPLAY_LABELS = {
+    "queued": "queued", "would_queue": "would queue", "superseded": "superseded",
+    "would_supersede": "would be superseded", "skipped": "skipped", "unknown": "unknown",
+}
+
+
+def replay_table(decisions: Iterable[Mapping[str, Any]]) -> str:
+    """`replay` outcomes as a table."""
+    rows = [
+        [d["event_id"][:12], d["action"], d["destination"], d["incident_id"],
+         REPLAY_LABELS.get(d["outcome"], d["outcome"]) + (
+             f" ({d['reason']})" if d["reason"] and d["outcome"] != "superseded" else ""),
+         d["detail"]]
+        for d in decisions
+    ]
+    return table(rows, ["event", "action", "destination", "incident", "result", "why"])
+
+
+def status_screen(status: Mapping[str, Any]) -> str:
+    """`monitao-pd status` on one screen."""
+    workers = status["workers"]
+    if workers is None:
+        worker_line = f"unknown ({status['workers_error']})"
+    else:
+        worker_line = str(len(workers)) + (f"  ({', '.join(workers)})" if workers else "")
+    age = status["oldest_pending_age_seconds"]
+    oldest = "-" if age is None else (
+        f"{duration(age * 1000)}  (event {status['oldest_pending_event']})")
+    waiting = []
+    for name in status["destinations_waiting"]:
+        d = status["destinations"][name]
+        why = []
+        if d["cooling_down"]:
+            why.append(f"429 cooldown {duration(d['cooldown_remaining_seconds'] * 1000)} left")
+        if d["rate_waiting_keys"]:
+            why.append(f"{d['rate_waiting_keys']} key(s) waiting for the rate budget")
+        if d["circuit"] == "open":
+            why.append("circuit open")
+        waiting.append(f"{name} ({', '.join(why)})")
+    circuits = ", ".join(f"{name} {d['circuit']}" for name, d in status["destinations"].items()
+                         if d["circuit"] != "unknown") or "unknown (no MONITAO_PD_CONFIG)"
+    queue = status["queue_length"]
+    rows = [
+        ("workers online", worker_line),
+        ("pending events", f"{status['pending_events']} in {status['scheduled_keys']} key(s)"),
+        ("oldest pending", oldest),
+        ("keys due now", str(status["due_keys"])),
+        ("in flight", f"{status['in_flight']} key(s) being delivered, "
+                      f"{status['backing_off']} backing off"),
+        ("broker queue", "unknown" if queue is None else f"{queue} task(s)"),
+        ("dead letters", f"{status['dead_letters_total']}: {reason_counts(status['dead_letters'])}"
+                         + (f"  ({status['replays_pending']} replay(s) pending)"
+                            if status["replays_pending"] else "")),
+        ("cooling down", "; ".join(waiting) or "none"),
+        ("circuits", circuits),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+    verdict = status["verdict"]
+    lines.append("")
+    lines.append(("OK: " if status["healthy"] else "ALERT: ") + verdict)
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`monitao-pd timeline` and `monitao-pd dlq`: what happened to each event."""
+"""`monitao-pd timeline` and `monitao-pd dlq`: what happened to each event, and cleaning up."""
 
 from __future__ import annotations
 
@@ -6,52 +6,168 @@ import json
 
 import click
 
-from cli.formatting import table, timeline_table
+from cli.formatting import (
+    dead_letter_detail,
+    dead_letter_table,
+    reason_counts,
+    timeline_summary,
+    timeline_table,
+)
+from cli.options import configured_destinations, filter_options, make_filters, redis_errors
 from config.connections import redis_client
-from config.errors import NotFoundError
+from config.errors import ConfigurationError, NotFoundError
 from config.keyspace import Keyspace
 from config.settings import load_settings
 from worker import dead_letters
 from worker import timeline as timeline_store
+from worker.replay import operator_name
 
 
 @click.command()
 @click.argument("incident_id")
 @click.option("--json", "as_json", is_flag=True, help="print the entries as a JSON list")
-def timeline(incident_id: str, as_json: bool) -> int:
-    """Show the delivery timeline of one MoniTao incident."""
+@click.option("--summary", is_flag=True,
+              help="print only the derived figures (with --json: as a JSON object)")
+@redis_errors
+def timeline(incident_id: str, as_json: bool, summary: bool) -> int:
+    """Show the delivery timeline of one MoniTao incident, and its derived figures.
+
+    Every stage of every event: enqueued, each attempt (try, HTTP status, latency, worker,
+    Celery task id), rate_limited, retry_scheduled, delivered, dead_lettered, replayed,
+    superseded, purged. Entries older than the timeline retention are not shown.
+    """
     settings = load_settings()
     client = redis_client(settings)
-    entries = list(timeline_store.read(client, Keyspace(settings.key_prefix), incident_id))
+    entries = list(timeline_store.read(client, Keyspace(settings.key_prefix), incident_id,
+                                       retention_seconds=settings.timeline_retention_seconds))
     if not entries:
         raise NotFoundError(f"no timeline for incident {incident_id!r}")
-    click.echo(json.dumps(entries, indent=2) if as_json else timeline_table(entries))
+    figures = timeline_store.summarize(incident_id, entries)
+    if summary:
+        click.echo(json.dumps(figures, indent=2) if as_json else timeline_summary(figures))
+    elif as_json:
+        click.echo(json.dumps(entries, indent=2))
+    else:
+        click.echo(timeline_table(entries))
+        click.echo()
+        click.echo(timeline_summary(figures))
     return 0
 
 
 @click.group()
 def dlq() -> None:
-    """Dead-lettered deliveries."""
+    """Dead-lettered deliveries: list, show, count, purge (replay: `monitao-pd replay`)."""
 
 
 @dlq.command("list")
+@filter_options
 @click.option("--json", "as_json", is_flag=True, help="print the entries as a JSON list")
-def dlq_list(as_json: bool) -> int:
-    """List dead letters, oldest first."""
+@redis_errors
+def dlq_list(destination: str | None, reason: str | None, since: int | None,
+             until: int | None, as_json: bool) -> int:
+    """List dead letters, oldest first, with counts by reason."""
+    filters = make_filters(destination, reason, since, until)
     settings = load_settings()
     client = redis_client(settings)
-    entries = list(dead_letters.iter_dead_letters(client, Keyspace(settings.key_prefix)))
+    entries = list(dead_letters.iter_dead_letters(client, Keyspace(settings.key_prefix),
+                                                  filters))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return 0
     if not entries:
-        click.echo("no dead letters")
+        click.echo("no dead letters" + (" match" if filters != dead_letters.Filters() else ""))
         return 0
-    rows = [
-        [e["dead_lettered_at"] or "", e["event_id"][:12], e["destination"], e["action"] or "",
-         e["reason"], str(e["attempts"]), "; ".join(e["errors"]) or (e["error"] or "")]
-        for e in entries
-    ]
-    click.echo(table(rows, ["dead-lettered", "event", "destination", "action", "reason",
-                            "attempts", "error"]))
+    click.echo(dead_letter_table(entries))
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry["reason"]] = counts.get(entry["reason"], 0) + 1
+    ordered = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    click.echo(f"\n{len(entries)} dead letter(s): {reason_counts(ordered)}")
+    return 0
+
+
+@dlq.command("counts")
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object reason -> count")
+@redis_errors
+def dlq_counts(destination: str | None, reason: str | None, since: int | None,
+               until: int | None, as_json: bool) -> int:
+    """Count dead letters by reason (replays on their way not counted)."""
+    filters = make_filters(destination, reason, since, until)
+    settings = load_settings()
+    counts = dead_letters.counts_by_reason(redis_client(settings),
+                                           Keyspace(settings.key_prefix), filters)
+    if as_json:
+        click.echo(json.dumps(counts, indent=2))
+    else:
+        click.echo(f"{sum(counts.values())} dead letter(s): {reason_counts(counts)}")
+    return 0
+
+
+@dlq.command("show")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+@redis_errors
+def dlq_show(event_id: str, as_json: bool) -> int:
+    """Show one dead letter: the event, the body sent (routing key masked), every attempt."""
+    settings = load_settings()
+    client = redis_client(settings)
+    try:
+        destinations = configured_destinations(settings)
+    except ConfigurationError:
+        destinations = None  # the body cannot be rebuilt; the rest is still worth showing
+    letter = dead_letters.show(client, Keyspace(settings.key_prefix), event_id, destinations,
+                               retention_seconds=settings.timeline_retention_seconds)
+    click.echo(json.dumps(letter, indent=2) if as_json else dead_letter_detail(letter))
+    return 0
+
+
+@dlq.command("purge")
+@click.argument("event_ids", nargs=-1)
+@filter_options
+@click.option("--all", "everything", is_flag=True, help="every dead letter (no filter)")
+@click.option("--yes", is_flag=True, help="confirm: without it nothing is purged")
+@click.option("--json", "as_json", is_flag=True, help="print event id -> outcome as JSON")
+@redis_errors
+def dlq_purge(event_ids: tuple[str, ...], destination: str | None, reason: str | None,
+              since: int | None, until: int | None, everything: bool, yes: bool,
+              as_json: bool) -> int:
+    """Purge dead letters by id or by filters (or --all); needs --yes.
+
+    A purged event leaves the dead letters for good (it cannot be replayed); its record is
+    kept, state `purged`, for the event retention, and its timeline gets a `purged` entry.
+    Replays on their way are left alone.
+    """
+    filters = make_filters(destination, reason, since, until)
+    if not event_ids and not everything and filters == dead_letters.Filters():
+        raise click.UsageError("name event ids, give filters, or --all")
+    if event_ids and (everything or filters != dead_letters.Filters()):
+        raise click.UsageError("give event ids or filters/--all, not both")
+    settings = load_settings()
+    client = redis_client(settings)
+    keys = Keyspace(settings.key_prefix)
+    if event_ids:
+        letters = []
+        for event_id in dict.fromkeys(event_ids):
+            fields = client.hgetall(keys.event(event_id))
+            if not fields or client.zscore(keys.dead_letters, event_id) is None:
+                raise NotFoundError(f"{event_id!r} is not a dead letter"
+                                    + (f" (state {fields.get('state')})" if fields else ""))
+            letters.append(dead_letters.describe(event_id, fields))
+    else:
+        letters = list(dead_letters.iter_dead_letters(client, keys, filters))
+    letters = [letter for letter in letters if letter["state"] == "dead_lettered"]
+    if not yes:
+        if letters and not as_json:
+            click.echo(dead_letter_table(letters))
+        raise click.UsageError(
+            f"{len(letters)} dead letter(s) match; nothing purged: add --yes to purge them")
+    outcomes = dead_letters.purge(client, keys, settings, letters, operator=operator_name())
+    if as_json:
+        click.echo(json.dumps(outcomes, indent=2))
+    else:
+        purged = sum(outcome == "purged" for outcome in outcomes.values())
+        skipped = len(outcomes) - purged
+        click.echo(f"purged {purged} dead letter(s)"
+                   + (f"; {skipped} left alone (replayed or gone meanwhile)" if skipped else ""))
     return 0

@@ -14,6 +14,9 @@ import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
 from cli.health_command import health
+from cli.replay_command import replay
+from cli.status_command import status
+from cli.test_destination_command import test_destination
 from config.errors import ConfigurationError, MonitaoPDError
 
 
@@ -32,6 +35,9 @@ for command in (
     inspect_commands.dlq,
     run_command.run,
     health,
+    replay,
+    status,
+    test_destination,
 ):
     cli.add_command(command)
 
