@@ -288,4 +288,5 @@ class MetricsStep(bootsteps.StartStopStep):
             self.exporter.close()
             self.exporter = None
 
-    shutdown = stop
+    # A cold shutdown (and the test worker's exit) terminates steps instead of stopping them.
+    shutdown = terminate = stop
