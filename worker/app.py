@@ -20,6 +20,7 @@ from config.settings import Settings
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
 from worker.dispatcher import Dispatcher
+from worker.poison import record_malformed
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "worker_concurrency": settings.worker_concurrency,
         "worker_pool": settings.worker_pool,
+        "worker_consumer": "worker.poison:PoisonAwareConsumer",
     }
 
 
@@ -136,7 +138,8 @@ def create_app(
     def deliver(self: Task, destination: str, dedup_key: str) -> dict[str, Any]:
         """Make one delivery pass over the slot (destination, dedup_key)."""
         if not isinstance(destination, str) or not isinstance(dedup_key, str):
-            log.error("malformed deliver task %s: arguments must be two strings", self.request.id)
+            record_malformed(fleet, repr((destination, dedup_key)), "deliver task arguments",
+                             "arguments must be two strings: destination, dedup_key")
             return {"ended": "malformed"}
         report = deliver_slot(fleet, destination, dedup_key, task_id=self.request.id)
         return {"slot": report.slot, "ended": report.ended, "finished": report.finished}

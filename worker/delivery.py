@@ -127,13 +127,17 @@ class SlotPass:
         raw_event = head.fields.get("event")
         if raw_event is None:
             self._finish(head, None, "dead_lettered", reason="malformed",
-                         error="event record is missing")
+                         error="event record is missing", raw=head.event_id)
             return True
         try:
             event = AlertEvent.from_json(raw_event)
         except ValidationError as exc:
             self._finish(head, None, "dead_lettered", reason="malformed",
                          error=f"cannot decode the stored event ({exc.error_count()} problems)")
+            return True
+        except ValueError as exc:  # bytes that are not even text (UnicodeEncodeError)
+            self._finish(head, None, "dead_lettered", reason="malformed",
+                         error=f"cannot decode the stored event ({type(exc).__name__})")
             return True
 
         age_ms = head.now_ms - head.enqueued_at
@@ -233,11 +237,13 @@ class SlotPass:
         self, head: Head, event: AlertEvent | None, state: str, *, reason: str = "",
         error: str = "", attempt: int | None = None, outcome: Outcome | None = None,
         attempt_entry: list[str] | None = None,
-        account: tuple[list[str], list[str]] | None = None,
+        account: tuple[list[str], list[str]] | None = None, raw: str | None = None,
     ) -> None:
         keys, settings, slot = self.keys, self.settings, self.slot
         action = event.action if event else head.fields.get("action", "unknown")
         fields: dict[str, Any] = {"reason": reason} if reason else {}
+        if raw is not None:
+            fields.update(raw=raw, slot=slot)
         if attempt is not None:
             fields.update(attempts=str(attempt), last_attempt=str(head.now_ms))
         if outcome is not None:
