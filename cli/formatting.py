@@ -156,6 +156,9 @@ def dead_letter_detail(letter: Mapping[str, Any]) -> str:
         f"error        {letter['error'] or '-'}",
         "PagerDuty's errors:",
         *([f"  - {e}" for e in letter["errors"]] or ["  (none)"]),
+        *([f"origin       {letter['origin']}"] if letter.get("origin") else []),
+        *(["raw (as received; key-shaped tokens masked):", _indent(letter["raw"])]
+          if letter.get("raw") is not None else []),
         "",
         "event:",
         _indent(json.dumps(letter["event"], indent=2, sort_keys=True)),

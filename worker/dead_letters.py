@@ -10,6 +10,7 @@ never one whose replay is on its way.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -161,6 +162,8 @@ def masked_body(
         event = AlertEvent.from_json(raw_event)
     except ValidationError as exc:
         return None, f"the stored event cannot be decoded ({exc.error_count()} problems)"
+    except ValueError as exc:  # not even text (bytes kept with surrogate escapes)
+        return None, f"the stored event cannot be decoded ({type(exc).__name__})"
     if destination is None:
         return None, "its destination is not in the configuration (MONITAO_PD_CONFIG)"
     stand_in = destination.model_copy(update={"routing_key": SecretStr(MASK)})
@@ -200,6 +203,8 @@ def show(
     ) if letter["incident_id"] else []
     return {
         **letter,
+        "origin": fields.get("origin"),
+        "raw": shown_raw(fields["raw"]) if fields.get("raw") is not None else None,
         "event": event,
         "body": body,
         "body_note": why or "rebuilt from the stored event and the current configuration; "
@@ -207,6 +212,20 @@ def show(
         "attempt_history": [e for e in history if e.get("stage") == "attempt"],
         "timeline": history,
     }
+
+
+# Anything shaped like a routing key (32 letters and digits, some of them digits): a
+# malformed message is shown as it came, but never with something that may be a secret.
+KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z]*[0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])")
+RAW_SHOWN = 4096
+
+
+def shown_raw(raw: str) -> str:
+    """A malformed record's raw bytes fit for a terminal: undecodable bytes as `\\xNN`,
+    key-shaped tokens masked, at most `RAW_SHOWN` characters."""
+    text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = KEY_SHAPED.sub(MASK, text)
+    return text if len(text) <= RAW_SHOWN else text[:RAW_SHOWN] + f"... ({len(text)} chars)"
 
 
 def retire(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from config.embedded_redis import free_port
+from config.keyspace import Keyspace
 from tests.cli.operate_support import (
     STAGING_KEY,
     event,
@@ -19,6 +21,7 @@ from tests.cli.operate_support import (
 )
 from tests.conftest import Fleet
 from worker import timeline
+from worker.poison import record_malformed
 
 
 @pytest.fixture
@@ -167,3 +170,24 @@ def test_unreachable_redis_is_one_line_and_exit_2(
     assert code == 2
     assert err.startswith("error: cannot reach Redis at redis://:***@127.0.0.1:")
     assert err.count("\n") == 1 and "hunter2" not in err and out == ""
+
+
+def test_malformed_dead_letters_are_shown_raw_with_key_shaped_tokens_masked(
+    cli_env: Path, redis_conn, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = b'{"args": ["Ab3dEfGh1jKlMn0pQrStUvWxYz123456"], \xff\xfe not json'
+    context = SimpleNamespace(redis=redis_conn, keys=Keyspace(prefix))  # a worker's, in short
+    event_id = record_malformed(context, garbage, "undecodable message", "DecodeError: bad")
+    [letter] = run_json(capsys, "dlq", "list")
+    assert letter["event_id"] == event_id
+    assert letter["reason"] == "malformed" and letter["destination"] == ""
+
+    shown = run_json(capsys, "dlq", "show", event_id)
+    assert shown["origin"] == "undecodable message" and shown["body"] is None
+    assert shown["raw"] == '{"args": ["********"], \\xff\\xfe not json'
+    code, out, _ = run(capsys, "dlq", "show", event_id)
+    assert code == 0 and "Ab3dEfGh1jKlMn0pQrStUvWxYz123456" not in out
+    assert "origin       undecodable message" in out and "\\xff\\xfe not json" in out
+
+    [decision] = run_json(capsys, "replay", event_id, expect=1)
+    assert (decision["outcome"], decision["reason"]) == ("skipped", "malformed")
