@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -246,3 +248,40 @@ def test_two_worker_processes_gauges_agree_and_counters_add_up(two_workers) -> N
     assert total("monitao_pd_events_finished_total", destination="prod",
                  state="dead_lettered", reason="rejected") == 1
     assert total("monitao_pd_enqueue_to_delivered_seconds_count", destination="prod") == 30
+
+
+CHILDREN = """
+import multiprocessing, sys, urllib.request
+from worker import metrics
+
+def child(count):
+    for _ in range(count):
+        metrics.record_attempt("prod", "delivered", 0.01)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    children = [multiprocessing.Process(target=child, args=(n,)) for n in (2, 3)]
+    for process in children:
+        process.start()
+    for process in children:
+        process.join(30)
+    exporter = metrics.start_exporter(0, "127.0.0.1")
+    sys.stdout.write(urllib.request.urlopen(
+        f"http://127.0.0.1:{exporter.port}/metrics", timeout=10).read().decode())
+"""
+
+
+def test_prefork_children_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With the prefork pool deliveries run in children; PROMETHEUS_MULTIPROC_DIR lets the
+    parent's exporter serve their sum."""
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", CHILDREN], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    samples: Samples = {}
+    for family in text_string_to_metric_families(result.stdout):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert value(samples, "monitao_pd_attempts_total", destination="prod",
+                 outcome="delivered") == 5
+    assert value(samples, "monitao_pd_attempt_duration_seconds_count", destination="prod") == 5
