@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from config.keyspace import slot_of
 from tests.conftest import Fleet, wait_until
