@@ -14,6 +14,7 @@ import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
 from cli.health_command import health
+from cli.maintenance_command import maintenance
 from cli.replay_command import replay
 from cli.status_command import status
 from cli.test_destination_command import test_destination
@@ -35,6 +36,7 @@ for command in (
     inspect_commands.dlq,
     run_command.run,
     health,
+    maintenance,
     replay,
     status,
     test_destination,

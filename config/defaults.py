@@ -82,3 +82,7 @@ METRICS_ADDRESS = "0.0.0.0"
 STATUS_MAX_PENDING_AGE_SECONDS = 600.0
 # How long `monitao-pd test-destination` waits for each of its two events.
 TEST_DESTINATION_TIMEOUT_SECONDS = 60.0
+
+# Workers re-read maintenance windows added at run time this often: a window takes effect
+# within a second without a Redis round trip per event.
+MAINTENANCE_CACHE_SECONDS = 1.0

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from config import defaults
 from config.errors import ConfigurationError
+from config.maintenance import MaintenanceWindow
 
 Severity = Literal["critical", "error", "warning", "info"]
 
@@ -60,6 +61,10 @@ class Destination(BaseModel):
     client_url: str | None = None
     rate_limit_per_minute: int = Field(defaults.RATE_LIMIT_PER_MINUTE, ge=1, le=100_000)
     severity_map: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+    # Alert-storm coalescing: an unsent trigger followed by its resolve ends `superseded`
+    # without reaching PagerDuty, and of several unsent triggers only the newest is sent.
+    coalesce: bool = False
 
     @field_validator("name")
     @classmethod
@@ -156,6 +161,13 @@ def parse_destinations(
             problems.append(f"{where}: must be a table")
             continue
         raw = dict(table)
+        windows = raw.get("maintenance")
+        if isinstance(windows, list):
+            raw["maintenance"] = [
+                dict(w, destination=name, origin="config", id=w.get("id", f"{name}-{i}"))
+                if isinstance(w, dict) else w
+                for i, w in enumerate(windows, start=1)
+            ]
         key_problem = _resolve_routing_key(raw, environ, resolve_secrets)
         if key_problem:
             problems.append(f"{where}: {key_problem}")

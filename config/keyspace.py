@@ -58,6 +58,16 @@ class Keyspace:
         """String with a TTL: present while the slot backs off after a failed attempt."""
         return f"{self.prefix}hold:{slot}"
 
+    def suppressed(self, slot: str) -> str:
+        """String: present while the slot's trigger was suppressed by maintenance, so its
+        acknowledge and resolve are suppressed too."""
+        return f"{self.prefix}suppressed:{slot}"
+
+    @property
+    def maintenance(self) -> str:
+        """Hash: window id -> maintenance window added at run time (JSON)."""
+        return f"{self.prefix}maintenance"
+
     def timeline(self, incident_id: str) -> str:
         """Stream: every stage of every event of one MoniTao incident."""
         return f"{self.prefix}timeline:{incident_id}"

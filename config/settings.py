@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     circuit_open_seconds: float = Field(defaults.CIRCUIT_OPEN_SECONDS, gt=0)
     circuit_max_open_seconds: float = Field(defaults.CIRCUIT_MAX_OPEN_SECONDS, gt=0)
 
+    maintenance_cache_seconds: float = Field(defaults.MAINTENANCE_CACHE_SECONDS, ge=0)
+
     timeline_retention_seconds: float = Field(defaults.TIMELINE_RETENTION_SECONDS, gt=0)
     event_retention_seconds: float = Field(defaults.EVENT_RETENTION_SECONDS, gt=0)
 

@@ -84,7 +84,7 @@ class DispatcherStep(bootsteps.StartStopStep):
             self.dispatcher.stop()
             self.dispatcher = None
 
-    shutdown = stop
+    shutdown = terminate = stop
 
 
 class AckWakerStep(bootsteps.StartStopStep):

@@ -15,6 +15,7 @@ from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.keyspace import Keyspace
 from config.settings import Settings, load_settings
+from worker.maintenance import MaintenanceView
 from worker.scripts import WorkerScripts
 
 
@@ -61,6 +62,12 @@ class FleetContext:
     def scripts(self) -> WorkerScripts:
         """The Lua scripts registered on `redis`."""
         return WorkerScripts(self.redis)
+
+    @cached_property
+    def maintenance(self) -> MaintenanceView:
+        """Maintenance windows, configured and added at run time."""
+        return MaintenanceView(self.redis, self.keys, self.destinations.values(),
+                               self.settings.maintenance_cache_seconds)
 
     @cached_property
     def worker_name(self) -> str:

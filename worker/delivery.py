@@ -23,7 +23,7 @@ from config.destinations import Destination
 from config.keyspace import slot_of
 from config.settings import redact_url
 from producer.event import AlertEvent
-from worker import timeline
+from worker import metrics, timeline
 from worker.admission import Admission, outcome_class
 from worker.backoff import retry_delay
 from worker.context import FleetContext
@@ -101,7 +101,8 @@ class SlotPass:
                     report.ended = "turn_over"
                     return report
                 raw = self.ctx.scripts.take_head(
-                    keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot)],
+                    keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot),
+                          keys.suppressed(slot)],
                     args=[self.token, self.lease_ms, slot, keys.event("")],
                 )
                 if raw[0] != 1:
@@ -150,6 +151,9 @@ class SlotPass:
             self._finish(head, event, "dead_lettered", reason="unknown_destination",
                          error=f"destination {self.destination_name!r} is not configured")
             return True
+        held = self._maintenance(head, event)
+        if held is not None:
+            return held
         try:
             body = build_event(event, destination)
         except KeyError:
@@ -161,6 +165,7 @@ class SlotPass:
         if not admission.allowed:
             return False
         outcome = post_event(self.ctx.http(), destination.url, body)
+        metrics.record_attempt(self.destination_name, outcome.kind, outcome.latency_ms / 1000)
         attempt = head.attempts + 1
         attempt_entry = self._entry(
             "attempt", head.event_id, event.action, attempt=attempt,
@@ -169,8 +174,8 @@ class SlotPass:
             probe="yes" if admission.probe else None,
         )
         log.info(
-            "attempt %d event=%s slot=%s outcome=%s status=%s latency_ms=%.1f%s",
-            attempt, head.event_id, self.slot, outcome.kind, outcome.http_status,
+            "attempt %d event=%s slot=%s task=%s outcome=%s status=%s latency_ms=%.1f%s",
+            attempt, head.event_id, self.slot, self.task_id, outcome.kind, outcome.http_status,
             outcome.latency_ms, f" error={outcome.error!r}" if outcome.error else "",
         )
         account = self._account_params(destination, outcome, admission)
@@ -186,6 +191,35 @@ class SlotPass:
                          attempt=attempt, outcome=outcome, attempt_entry=attempt_entry,
                          account=account)
         return True
+
+    def _maintenance(self, head: Head, event: AlertEvent) -> bool | None:
+        """Suppress or hold the event for a maintenance window; None when it may go on."""
+        if event.action != "trigger" and head.fields.get("_suppressed") == "1":
+            self._finish(head, event, "suppressed", reason="trigger_suppressed",
+                         error="its trigger was suppressed by a maintenance window")
+            return True
+        governing = self.ctx.maintenance.governing(self.destination_name, event.monitor_id,
+                                                   head.now_ms)
+        if governing is None:
+            return None
+        window, until = governing
+        if window.mode == "suppress":
+            self._finish(head, event, "suppressed", reason="maintenance",
+                         error=f"maintenance window {window.id} ({window.describe()})")
+            return True
+        wait_ms = max(1, int(until.timestamp() * 1000) - head.now_ms)
+        entry = self._entry("retry_scheduled", head.event_id, event.action,
+                            reason="maintenance", window=window.id,
+                            retry_at=head.now_ms + wait_ms, delay_ms=wait_ms)
+        self.ctx.scripts.wait(
+            keys=[self.keys.lease(self.slot), self.keys.schedule,
+                  self.keys.timeline(event.incident_id)],
+            args=[self.token, self.slot, wait_ms, self.retention_ms, self.retention_ms,
+                  json.dumps(entry)],
+        )
+        log.info("slot %s held until %s by maintenance window %s", self.slot,
+                 until.isoformat(), window.id)
+        return False
 
     def _admit(self, head: Head, event: AlertEvent, destination: Destination) -> Admission:
         keys, endpoint = self.keys, endpoint_id(destination.url)
@@ -267,13 +301,17 @@ class SlotPass:
         account_keys, account_args = account or self._no_account()
         result = self.ctx.scripts.finish(
             keys=[keys.lease(slot), keys.mailbox(slot), keys.schedule, keys.event(head.event_id),
-                  keys.timeline(incident), keys.dead_letters, *account_keys],
+                  keys.timeline(incident), keys.dead_letters, *account_keys,
+                  keys.suppressed(slot)],
             args=[self.token, head.event_id, slot, state, self.lease_ms,
                   int(settings.event_retention_seconds * 1000), self.retention_ms,
-                  self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args],
+                  self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args,
+                  action],
         )
         self._log_transition(result[1])
-        if state != "delivered":
+        metrics.record_final(self.destination_name, state, reason, head.enqueued_at,
+                             int(result[2]))
+        if state == "dead_lettered":
             log.warning("event %s on %s ended %s: %s %s", head.event_id, slot, state, reason,
                         error or (outcome.error if outcome else ""))
 

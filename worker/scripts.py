@@ -60,8 +60,10 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 return pending
 """
 
-# KEYS: lease, schedule, mailbox   ARGV: token, lease_ms, slot, event key prefix
-# Renews the lease and returns {1, now, event_id, field, value, ...} for the head event,
+# KEYS: lease, schedule, mailbox, suppressed marker
+# ARGV: token, lease_ms, slot, event key prefix
+# Renews the lease and returns {1, now, event_id, field, value, ...} for the head event
+# (with a `_suppressed` field: whether the slot's trigger was suppressed by maintenance),
 # {0} when the mailbox is empty (the slot leaves the schedule and the lease is released),
 # {-1} when the lease was lost.
 TAKE_HEAD = NOW + """
@@ -74,20 +76,20 @@ if not id then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-local result = {1, now, id}
+local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[4]))}
 for _, v in ipairs(redis.call('HGETALL', ARGV[4] .. id)) do result[#result + 1] = v end
 return result
 """
 
 # KEYS: 1 lease, 2 mailbox, 3 schedule, 4 event, 5 timeline, 6 dead_letters,
 #       7..12 circuit, circuit_wait, probe, cooldown, circuit_log, rate window
-#       (see admission.ACCOUNT)
+#       (see admission.ACCOUNT), 13 suppressed marker
 # ARGV: 1 token, 2 event_id, 3 slot, 4 state, 5 lease_ms, 6 event_ttl_ms,
 #       7 timeline_retention_ms, 8 timeline_ttl_ms, 9 fields_json, 10 entries_json,
-#       11 outcome, 12 account params (JSON)
+#       11 outcome, 12 account params (JSON), 13 action
 # Ends the head event in a final state: pops it (only if it is still the head), records
 # the outcome and the timeline entries, files a dead letter, feeds the circuit.
-# Returns {events left, circuit transition}.
+# Returns {events left, circuit transition, now}.
 FINISH = NOW + APPEND_TIMELINE + ACCOUNT + """
 local fields = cjson.decode(ARGV[9])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[4], k, v) end
@@ -104,9 +106,16 @@ append_timeline(KEYS[5], ARGV[10], tonumber(ARGV[7]), ARGV[8])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
+-- maintenance: follow-ups of a suppressed trigger are suppressed too, until a trigger of
+-- the slot (or its resolve) goes through
+if ARGV[4] == 'suppressed' and ARGV[13] == 'trigger' then
+  redis.call('SET', KEYS[13], '1', 'PX', ARGV[6])
+elseif ARGV[13] == 'resolve' or (ARGV[4] == 'delivered' and ARGV[13] == 'trigger') then
+  redis.call('DEL', KEYS[13])
+end
 local health = account(ARGV[11], cjson.decode(ARGV[12]),
                        {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11], KEYS[12]})
-return {redis.call('LLEN', KEYS[2]), health[1]}
+return {redis.call('LLEN', KEYS[2]), health[1], now}
 """
 
 # KEYS: 1 lease, 2 schedule, 3 event, 4 timeline, 5 hold,
@@ -143,6 +152,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return {delay, health[1]}
 """
 
+# KEYS: lease, schedule, timeline   ARGV: token, slot, due_in_ms, timeline retention ms,
+#       timeline ttl ms, entry (JSON list)
+# Gives the slot back until due_in_ms from now, recording why in the timeline (an event
+# held for a maintenance window).
+WAIT = NOW + APPEND_TIMELINE + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+append_timeline(KEYS[3], '[' .. ARGV[6] .. ']', tonumber(ARGV[4]), ARGV[5])
+return 1
+"""
+
 # KEYS: lease, schedule   ARGV: token, slot, due_in_ms
 # Gives the slot back, due again after due_in_ms (0: at once, for another worker's turn).
 RELEASE = NOW + """
@@ -163,3 +183,4 @@ class WorkerScripts:
         self.retry = client.register_script(RETRY)
         self.release = client.register_script(RELEASE)
         self.gate = client.register_script(GATE)
+        self.wait = client.register_script(WAIT)

@@ -1,0 +1,113 @@
+"""Maintenance windows with real worker threads: suppress, hold, follow-ups, the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from config.maintenance import MaintenanceWindow
+from tests.conftest import Fleet, wait_until
+from worker import timeline
+from worker.maintenance import add_window, remove_window
+
+
+def event(monitor: int, incident: str, action: str) -> dict:
+    fields = {"action": action, "monitor_id": str(monitor), "incident_id": incident}
+    return {**fields, "summary": "[DOWN]"} if action == "trigger" else fields
+
+
+def test_suppressed_trigger_suppresses_its_resolve_even_after_the_window(fleet: Fleet) -> None:
+    now = datetime.now(UTC)
+    add_window(fleet.redis, fleet.keys, MaintenanceWindow(
+        id="deploy", destination="prod", monitors=["1"], start=now - timedelta(minutes=1),
+        end=now + timedelta(minutes=10), mode="suppress"))
+    suppressed = fleet.producer.send_many([event(1, "a", "trigger"), event(1, "a", "acknowledge")])
+    other = fleet.producer.send_many([event(2, "b", "trigger")])
+    assert fleet.wait_final(suppressed + other) == {
+        suppressed[0]: "suppressed", suppressed[1]: "suppressed", other[0]: "delivered"}
+
+    remove_window(fleet.redis, fleet.keys, "deploy")
+    [late_resolve] = fleet.producer.send_many([event(1, "a", "resolve")])
+    assert fleet.wait_final([late_resolve]) == {late_resolve: "suppressed"}
+    assert [e["dedup_key"] for e in fleet.sim.received()] == ["monitao-monitor-2-incident-b"]
+    stages = [(e["stage"], e.get("reason")) for e in timeline.read(fleet.redis, fleet.keys, "a")
+              if e["stage"] == "suppressed"]
+    assert stages == [("suppressed", "maintenance"), ("suppressed", "trigger_suppressed"),
+                      ("suppressed", "trigger_suppressed")]
+    # the next outage of the same incident, outside any window, is paged again
+    ids = fleet.producer.send_many([event(1, "a", "trigger"), event(1, "a", "resolve")])
+    assert set(fleet.wait_final(ids).values()) == {"delivered"}
+
+
+def test_held_events_are_delivered_when_the_window_ends(fleet: Fleet) -> None:
+    now = datetime.now(UTC)
+    ends = now + timedelta(seconds=3)
+    add_window(fleet.redis, fleet.keys, MaintenanceWindow(
+        id="hold", destination="prod", start=now - timedelta(minutes=1), end=ends,
+        mode="hold"))
+    ids = fleet.producer.send_many([event(3, "h", "trigger"), event(3, "h", "resolve")])
+    wait_until(lambda: any(e["stage"] == "retry_scheduled"
+                           for e in timeline.read(fleet.redis, fleet.keys, "h")),
+               timeout=10, message="the events to be held")
+    assert fleet.sim.received() == []
+    assert set(fleet.wait_final(ids, timeout=20).values()) == {"delivered"}
+    received = fleet.sim.received()
+    assert [e["event_action"] for e in received] == ["trigger", "resolve"]
+    assert min(e["ts"] for e in received) >= ends.timestamp() - 0.05
+    held = [e for e in timeline.read(fleet.redis, fleet.keys, "h")
+            if e["stage"] == "retry_scheduled"]
+    assert held[0]["reason"] == "maintenance" and held[0]["window"] == "hold"
+    assert fleet.redis.hget(fleet.keys.event(ids[0]), "attempts") == "1"
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
+            prefix: str) -> None:
+    config = tmp_path / "destinations.toml"
+    config.write_text(
+        '[destinations.prod]\nrouting_key_env = "PD_KEY"\n'
+        '[[destinations.prod.maintenance]]\nweekly = "sun 02:00-04:00"\nmode = "hold"\n',
+        encoding="utf-8")
+    monkeypatch.setenv("MONITAO_PD_REDIS_URL", redis_url)
+    monkeypatch.setenv("MONITAO_PD_KEY_PREFIX", prefix)
+    monkeypatch.setenv("MONITAO_PD_CONFIG", str(config))
+
+
+def test_maintenance_cli(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["maintenance", "add", "--destination", "prod", "--monitor", "123",
+                 "--start", "2030-01-01T00:00:00Z", "--end", "2030-01-01T02:00:00Z",
+                 "--mode", "suppress", "--id", "upgrade", "--reason", "db upgrade"]) == 0
+    assert "added window upgrade" in capsys.readouterr().out
+    assert main(["maintenance", "list", "--json"]) == 0
+    windows = {w["id"]: w for w in json.loads(capsys.readouterr().out)}
+    assert set(windows) == {"prod-1", "upgrade"}
+    assert windows["prod-1"]["origin"] == "config" and windows["prod-1"]["mode"] == "hold"
+    assert windows["upgrade"]["monitors"] == ["123"]
+    assert windows["upgrade"]["active_until"] is None
+    assert main(["maintenance", "list"]) == 0
+    assert "db upgrade" in capsys.readouterr().out
+
+    assert main(["maintenance", "remove", "prod-1"]) == 2
+    assert "defined in the destinations file" in capsys.readouterr().err
+    assert main(["maintenance", "remove", "upgrade"]) == 0
+    assert main(["maintenance", "remove", "upgrade"]) == 2
+    assert "no maintenance window 'upgrade'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--destination", "nope", "--weekly", "sun 02:00-04:00"], "unknown destination"),
+        (["--destination", "prod", "--weekly", "sunday"], "--weekly"),
+        (["--destination", "prod"], "either start and end, or weekly"),
+    ],
+)
+def test_maintenance_add_refuses_bad_input(cli_env: None, capsys: pytest.CaptureFixture[str],
+                                           args: list[str], message: str) -> None:
+    assert main(["maintenance", "add", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
