@@ -63,6 +63,10 @@ class Keyspace:
         acknowledge and resolve are suppressed too."""
         return f"{self.prefix}suppressed:{slot}"
 
+    def last_sent(self, slot: str) -> str:
+        """String: the action of the slot's last event PagerDuty accepted (for coalescing)."""
+        return f"{self.prefix}sent:{slot}"
+
     @property
     def maintenance(self) -> str:
         """Hash: window id -> maintenance window added at run time (JSON)."""

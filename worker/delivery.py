@@ -154,6 +154,10 @@ class SlotPass:
         held = self._maintenance(head, event)
         if held is not None:
             return held
+        if destination.coalesce and event.action == "trigger" and head.attempts == 0 and (
+            self._coalesce(head, event)
+        ):
+            return True
         try:
             body = build_event(event, destination)
         except KeyError:
@@ -220,6 +224,55 @@ class SlotPass:
         log.info("slot %s held until %s by maintenance window %s", self.slot,
                  until.isoformat(), window.id)
         return False
+
+    def _coalesce(self, head: Head, event: AlertEvent) -> bool:
+        """Supersede an unsent trigger that later events of its key make pointless.
+
+        A newer unsent trigger follows: only the newest details need sending. Its resolve
+        follows before it was ever sent, and PagerDuty has no open alert for the key: the
+        whole flap (trigger, acknowledge, resolve) is superseded and nobody is paged.
+        Returns True when the head was superseded.
+        """
+        keys = self.keys
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        pipe.lrange(keys.mailbox(self.slot), 1, 50)
+        pipe.get(keys.last_sent(self.slot))
+        following, last_sent = pipe.execute()
+        if not following:
+            return False
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        for event_id in following:
+            pipe.hget(keys.event(event_id), "action")
+        actions = pipe.execute()
+        if actions[0] == "trigger":
+            self._finish(head, event, "superseded", reason="newer_trigger",
+                         error=f"a newer trigger of the key follows ({following[0]})")
+            return True
+        if "resolve" not in actions or last_sent in ("trigger", "acknowledge"):
+            return False
+        flap = following[: actions.index("resolve") + 1]
+        self._finish(head, event, "superseded", reason="flap",
+                     error="resolved before it was sent: PagerDuty never saw the flap")
+        for event_id in flap:
+            self._supersede_follow_up(event_id)
+        return True
+
+    def _supersede_follow_up(self, event_id: str) -> None:
+        """End a flap's acknowledge or resolve, now at the head, as superseded too."""
+        raw = self.ctx.scripts.take_head(
+            keys=[self.keys.lease(self.slot), self.keys.schedule, self.keys.mailbox(self.slot),
+                  self.keys.suppressed(self.slot)],
+            args=[self.token, self.lease_ms, self.slot, self.keys.event("")],
+        )
+        if raw[0] != 1 or raw[2] != event_id:
+            return  # the lease was lost or the mailbox changed: the next pass decides
+        head = Head(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
+        try:
+            follow_up = AlertEvent.from_json(head.fields["event"])
+        except (KeyError, ValueError):
+            return
+        self._finish(head, follow_up, "superseded", reason="flap",
+                     error="its trigger was resolved before it was sent")
 
     def _admit(self, head: Head, event: AlertEvent, destination: Destination) -> Admission:
         keys, endpoint = self.keys, endpoint_id(destination.url)
@@ -302,7 +355,7 @@ class SlotPass:
         result = self.ctx.scripts.finish(
             keys=[keys.lease(slot), keys.mailbox(slot), keys.schedule, keys.event(head.event_id),
                   keys.timeline(incident), keys.dead_letters, *account_keys,
-                  keys.suppressed(slot)],
+                  keys.suppressed(slot), keys.last_sent(slot)],
             args=[self.token, head.event_id, slot, state, self.lease_ms,
                   int(settings.event_retention_seconds * 1000), self.retention_ms,
                   self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args,

@@ -83,7 +83,7 @@ return result
 
 # KEYS: 1 lease, 2 mailbox, 3 schedule, 4 event, 5 timeline, 6 dead_letters,
 #       7..12 circuit, circuit_wait, probe, cooldown, circuit_log, rate window
-#       (see admission.ACCOUNT), 13 suppressed marker
+#       (see admission.ACCOUNT), 13 suppressed marker, 14 last sent action
 # ARGV: 1 token, 2 event_id, 3 slot, 4 state, 5 lease_ms, 6 event_ttl_ms,
 #       7 timeline_retention_ms, 8 timeline_ttl_ms, 9 fields_json, 10 entries_json,
 #       11 outcome, 12 account params (JSON), 13 action
@@ -113,6 +113,7 @@ if ARGV[4] == 'suppressed' and ARGV[13] == 'trigger' then
 elseif ARGV[13] == 'resolve' or (ARGV[4] == 'delivered' and ARGV[13] == 'trigger') then
   redis.call('DEL', KEYS[13])
 end
+if ARGV[4] == 'delivered' then redis.call('SET', KEYS[14], ARGV[13], 'PX', ARGV[6]) end
 local health = account(ARGV[11], cjson.decode(ARGV[12]),
                        {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11], KEYS[12]})
 return {redis.call('LLEN', KEYS[2]), health[1], now}

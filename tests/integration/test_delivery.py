@@ -160,3 +160,10 @@ def test_routing_key_never_reaches_redis_or_logs(
     logged = [r.getMessage() for r in caplog.records]
     assert any("attempt" in line for line in logged)
     assert not [line for line in logged if routing_key in line]
+
+
+def test_coalescing_is_off_by_default(fleet: Fleet) -> None:
+    ids = fleet.producer.send_many([incident(8, "c", "trigger"), incident(8, "c", "trigger"),
+                                    incident(8, "c", "resolve")])
+    assert set(fleet.wait_final(ids).values()) == {"delivered"}
+    assert [e["event_action"] for e in fleet.sim.received()] == ["trigger", "trigger", "resolve"]
