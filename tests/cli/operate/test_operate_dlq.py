@@ -11,27 +11,15 @@ import pytest
 
 from config.embedded_redis import free_port
 from config.keyspace import Keyspace
-from tests.cli.operate_support import (
+from tests.cli.operate.support import (
     STAGING_KEY,
     event,
     run,
     run_json,
-    two_destinations,
-    write_cli_env,
 )
 from tests.conftest import Fleet
 from worker import timeline
 from worker.poison import record_malformed
-
-
-@pytest.fixture
-def destinations(sim, routing_key):
-    return two_destinations(sim, routing_key)
-
-
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim) -> Path:
-    return write_cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim)
 
 
 @pytest.fixture

@@ -8,18 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.operate_support import run, run_json, two_destinations, write_cli_env
+from tests.cli.operate.support import run, run_json
 from tests.conftest import Fleet
-
-
-@pytest.fixture
-def destinations(sim, routing_key):
-    return two_destinations(sim, routing_key)
-
-
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim) -> Path:
-    return write_cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim)
 
 
 def test_sends_a_trigger_then_its_resolve_with_a_dedup_key_of_its_own(

@@ -11,20 +11,10 @@ import redis
 from config.keyspace import Keyspace
 from config.settings import load_settings
 from producer import AlertProducer
-from tests.cli.operate_support import event, run, run_json, two_destinations, write_cli_env
+from tests.cli.operate.support import event, run, run_json
 from tests.conftest import Fleet
 from worker import timeline
 from worker.app import create_app
-
-
-@pytest.fixture
-def destinations(sim, routing_key):
-    return two_destinations(sim, routing_key)
-
-
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim) -> Path:
-    return write_cli_env(monkeypatch, tmp_path, redis_url, prefix, routing_key, sim)
 
 
 def test_every_stage_with_worker_and_task_id_and_derived_figures(
