@@ -1,0 +1,1 @@
+"""The fleet's benchmark: `make bench` (quick) or `python -m bench --full`. See bench/run.py."""
