@@ -167,3 +167,18 @@ def test_coalescing_is_off_by_default(fleet: Fleet) -> None:
                                     incident(8, "c", "resolve")])
     assert set(fleet.wait_final(ids).values()) == {"delivered"}
     assert [e["event_action"] for e in fleet.sim.received()] == ["trigger", "trigger", "resolve"]
+
+
+def test_an_event_past_its_maximum_age_is_dead_lettered_as_expired(make_fleet) -> None:
+    with make_fleet(max_event_age_seconds=1.0) as fleet:
+        fleet.sim.set_faults(force_status=503)
+        ids = fleet.producer.send_many([incident(9, "old", "trigger"),
+                                        incident(9, "old", "resolve")])
+        # both keep failing until they are a second old, then end as expired, in order
+        assert fleet.wait_final(ids, timeout=20) == {ids[0]: "dead_lettered",
+                                                     ids[1]: "dead_lettered"}
+        letters = {e["event_id"]: e for e in dead_letters.iter_dead_letters(fleet.redis,
+                                                                           fleet.keys)}
+        assert {letters[i]["reason"] for i in ids} == {"expired"}
+        assert fleet.sim.received() == []
+        assert any(r["status"] == 503 for r in fleet.sim.requests())
