@@ -17,7 +17,7 @@ from cli.main import main
 from config import defaults
 from config.embedded_redis import free_port
 from config.settings import load_settings
-from tests.conftest import Fleet
+from tests.conftest import Fleet, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,3 +219,41 @@ def test_make_run_delivers_the_demo_incident_and_stops_everything(
     assert not routing_key
     leftover = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True)
     assert leftover.stdout == b"", "run left processes behind"
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_make_run_started(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
+    env.update(MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix)
+    out = tmp_path / "run.out"
+    with out.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "cli.main", "run"], cwd=REPO,
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_until(lambda: "Press Ctrl-C" in out.read_text(), timeout=120,
+                   message="the fleet to run")
+        assert len(processes_with(prefix)) >= 3  # run, its worker and Flower
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        wait_until(lambda: not processes_with(prefix), timeout=30,
+                   message="every process of the run to exit")
+        assert "stopping" in out.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
