@@ -87,3 +87,9 @@ TEST_DESTINATION_TIMEOUT_SECONDS = 60.0
 # Workers re-read maintenance windows added at run time this often: a window takes effect
 # within a second without a Redis round trip per event.
 MAINTENANCE_CACHE_SECONDS = 1.0
+
+# State changes from PagerDuty's webhooks go back to MoniTao as deliveries of this
+# destination; '@' cannot appear in a configured destination's name, so it never clashes.
+CALLBACK_DESTINATION = "@callback"
+# MoniTao's own endpoint is not PagerDuty: a generous budget, still fleet-wide.
+CALLBACK_RATE_LIMIT_PER_MINUTE = 6000

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
 
     maintenance_cache_seconds: float = Field(defaults.MAINTENANCE_CACHE_SECONDS, ge=0)
 
+    callback_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                     description="MoniTao's endpoint for PagerDuty state changes")
+    callback_secret: SecretStr | None = Field(None, description="signs callbacks (HMAC-SHA256)")
+    callback_rate_limit_per_minute: int = Field(defaults.CALLBACK_RATE_LIMIT_PER_MINUTE, ge=1)
+
     timeline_retention_seconds: float = Field(defaults.TIMELINE_RETENTION_SECONDS, gt=0)
     event_retention_seconds: float = Field(defaults.EVENT_RETENTION_SECONDS, gt=0)
 
@@ -122,6 +127,9 @@ class Settings(BaseSettings):
                 f"visibility_timeout ({self.visibility_timeout}) must exceed the longest task, "
                 f"pass_seconds + one attempt ({self.pass_seconds + longest_attempt:g})"
             )
+        if self.callback_url and self.callback_secret is None:
+            problems.append("MONITAO_PD_CALLBACK_URL needs MONITAO_PD_CALLBACK_SECRET: "
+                            "callbacks are always signed")
         if problems:
             raise ValueError("; ".join(problems))
         return self
