@@ -46,9 +46,19 @@ def post_event(client: httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
 
     Error texts never include the body (it holds the routing key) and hide URL passwords.
     """
+    return _post(client, url, json=body)
+
+
+def post_raw(client: httpx.Client, url: str, content: bytes,
+             headers: dict[str, str]) -> Outcome:
+    """POST exact bytes (a signed body) and classify the answer like `post_event`."""
+    return _post(client, url, content=content, headers=headers)
+
+
+def _post(client: httpx.Client, url: str, **request: Any) -> Outcome:
     started = time.perf_counter()
     try:
-        response = client.post(url, json=body)
+        response = client.post(url, **request)
     except httpx.TimeoutException as exc:
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
     except httpx.HTTPError as exc:
