@@ -18,6 +18,7 @@ from cli.maintenance_command import maintenance
 from cli.replay_command import replay
 from cli.status_command import status
 from cli.test_destination_command import test_destination
+from cli.webhooks_command import webhooks
 from config.errors import ConfigurationError, MonitaoPDError
 
 
@@ -40,6 +41,7 @@ for command in (
     replay,
     status,
     test_destination,
+    webhooks,
 ):
     cli.add_command(command)
 

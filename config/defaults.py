@@ -93,3 +93,14 @@ MAINTENANCE_CACHE_SECONDS = 1.0
 CALLBACK_DESTINATION = "@callback"
 # MoniTao's own endpoint is not PagerDuty: a generous budget, still fleet-wide.
 CALLBACK_RATE_LIMIT_PER_MINUTE = 6000
+
+# PagerDuty retries a webhook delivery for up to 48 hours: remember each delivery id that
+# long, so a late retry of one already queued is answered 200 and dropped.
+WEBHOOK_DEDUP_SECONDS = 48 * 3600.0
+# PagerDuty's webhook bodies are a few KB; anything larger is refused unread (413).
+WEBHOOK_MAX_BODY_BYTES = 256 * 1024
+# A queued webhook left unacknowledged this long by a receiver (it died mid-way) is taken
+# over by another receiver's processor.
+WEBHOOK_CLAIM_IDLE_SECONDS = 60.0
+# Unmatched webhooks kept for operators to look at (a capped stream).
+WEBHOOK_UNMATCHED_MAX = 10_000

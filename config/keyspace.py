@@ -113,3 +113,22 @@ class Keyspace:
     def queue(self, name: str) -> str:
         """List: a Celery queue on the broker (kombu writes it under the same prefix)."""
         return f"{self.prefix}{name}"
+
+    @property
+    def webhook_inbox(self) -> str:
+        """Stream: verified PagerDuty webhook bodies waiting for a receiver's processor."""
+        return f"{self.prefix}webhook-inbox"
+
+    def webhook_seen(self, webhook_id: str) -> str:
+        """String with a TTL: present once a webhook delivery (X-Webhook-Id) was queued."""
+        return f"{self.prefix}webhook-seen:{webhook_id}"
+
+    @property
+    def webhook_unmatched(self) -> str:
+        """Stream (capped): webhooks that matched no MoniTao incident, or were not events."""
+        return f"{self.prefix}webhook-unmatched"
+
+    def webhook_pd_incident(self, pd_incident_id: str) -> str:
+        """String with a TTL: the dedup_key of a PagerDuty incident, learnt from its webhooks
+        (for events such as `incident.annotated` whose data carries no incident_key)."""
+        return f"{self.prefix}webhook-pd-incident:{pd_incident_id}"

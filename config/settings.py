@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -18,7 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config import defaults
 from config.errors import ConfigurationError
@@ -93,6 +94,24 @@ class Settings(BaseSettings):
                               description="this worker's Prometheus exporter port; 0 = off")
     metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1)
     status_max_pending_age_seconds: float = Field(defaults.STATUS_MAX_PENDING_AGE_SECONDS, gt=0)
+
+    # Acknowledgements from PagerDuty (webhooks v3): the subscription secrets (several while
+    # one is rotated; comma-separated in MONITAO_PD_WEBHOOK_SECRETS) and how long a delivery
+    # id is remembered to drop PagerDuty's repeats.
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="PagerDuty webhook subscription secrets, comma-separated")
+    webhook_dedup_seconds: float = Field(defaults.WEBHOOK_DEDUP_SECONDS, gt=0)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str | SecretStr):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            return tuple(v for v in value
+                         if (v.get_secret_value() if isinstance(v, SecretStr) else str(v)).strip())
+        return value
 
     @field_validator("key_prefix")
     @classmethod

@@ -290,3 +290,19 @@ class MetricsStep(bootsteps.StartStopStep):
 
     # A cold shutdown (and the test worker's exit) terminates steps instead of stopping them.
     shutdown = terminate = stop
+
+
+# The webhook receiver (`monitao-pd webhooks`): PagerDuty's webhooks v3 by what became of
+# them. result: matched (recorded in an incident's timeline), unmatched (no MoniTao
+# incident), invalid (not a webhook v3 event), ignored (a type that is not synced),
+# duplicate (a delivery id seen before), unauthorized (bad or missing signature).
+WEBHOOKS = Counter(
+    "monitao_pd_webhooks", "PagerDuty webhooks received, by event type and result "
+    "(matched, unmatched, invalid, ignored, duplicate, unauthorized).",
+    ["event_type", "result"], registry=REGISTRY,
+)
+
+
+def record_webhook(event_type: str, result: str) -> None:
+    """Count one PagerDuty webhook (`event_type` from a fixed set, `other` for the rest)."""
+    WEBHOOKS.labels(event_type, result).inc()

@@ -1,0 +1,179 @@
+"""The receiver: a raw ASGI app that verifies PagerDuty's webhooks and queues them.
+
+`POST /webhooks/pagerduty` (also `POST /`):
+
+- a body over 256 KB (by Content-Length, or once more arrives) -> 413, unread;
+- no `X-PagerDuty-Signature` `v1` signature of the raw body under a configured secret
+  -> 401, nothing recorded (not even the delivery id);
+- not JSON -> 400;
+- a delivery id (`X-Webhook-Id`, else the body's hash) seen in the last
+  `webhook_dedup_seconds` -> 200, nothing queued;
+- else the body goes on the inbox stream (with the id marked seen, atomically) -> 202.
+
+The work is done later by the processor, so the answer comes well within PagerDuty's 5 s;
+if Redis does not answer in `REDIS_DEADLINE_SECONDS` the answer is 503 and PagerDuty
+retries. `GET /healthz` answers 200, `GET /metrics` the process's webhook counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from config import defaults
+from config.keyspace import Keyspace
+from config.settings import Settings
+from webhooks.events import metric_type
+from webhooks.signature import verify
+from worker.metrics import WEBHOOKS, record_webhook
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PATHS = ("/webhooks/pagerduty", "/")
+# PagerDuty gives up on an answer after 5 s; Redis gets this long of it.
+REDIS_DEADLINE_SECONDS = 3.0
+# A delivery id longer than this is replaced by its hash in the key name.
+MAX_WEBHOOK_ID_LENGTH = 128
+
+# KEYS: 1 seen, 2 inbox   ARGV: 1 dedup ms, 2 body, 3 webhook id
+# Marks the delivery seen and queues its body in one step: 1 queued, 0 seen before.
+ADMIT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'webhook_id', ARGV[3])
+return 1
+"""
+
+
+class BodyTooLarge(Exception):
+    """More than the limit arrived."""
+
+
+class Receiver:
+    """The ASGI app. `client` is a (blocking) Redis client, used from worker threads."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, *,
+                 max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keyspace(settings.key_prefix)
+        self.max_body_bytes = max_body_bytes
+        self._admit = client.register_script(ADMIT)
+        # The secrets are read when a body is verified, never copied into a plain attribute.
+        self._metrics = CollectorRegistry(auto_describe=True)
+        self._metrics.register(WEBHOOKS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/healthz":
+            await _answer(send, 200, {"ok": True})
+        elif method == "GET" and path == "/metrics":
+            await _answer_raw(send, 200, generate_latest(self._metrics), CONTENT_TYPE_LATEST)
+        elif path not in PATHS:
+            await _answer(send, 404, {"error": "not found"})
+        elif method != "POST":
+            await _answer(send, 405, {"error": "method not allowed"})
+        else:
+            status, body = await self.handle(scope, receive)
+            await _answer(send, status, body)
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        """Decide the answer to one webhook delivery."""
+        headers = _headers(scope)
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+        try:
+            raw = await self._read(receive)
+        except BodyTooLarge:
+            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+        secrets = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
+        if not verify(headers.get("x-pagerduty-signature"), raw, secrets):
+            record_webhook("other", "unauthorized")
+            client = scope.get("client") or ("?", 0)
+            log.warning("webhooks: refused a delivery from %s: missing or wrong signature",
+                        client[0])
+            return 401, {"error": "missing or wrong X-PagerDuty-Signature"}
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return 400, {"error": "body is not JSON"}
+        event = body.get("event") if isinstance(body, dict) else None
+        event_type = metric_type(event.get("event_type") if isinstance(event, dict) else None)
+        webhook_id = headers.get("x-webhook-id") or ""
+        if not webhook_id or len(webhook_id) > MAX_WEBHOOK_ID_LENGTH:
+            webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode() + raw).hexdigest()
+        try:
+            queued = await asyncio.wait_for(
+                asyncio.to_thread(self._queue, webhook_id, raw), REDIS_DEADLINE_SECONDS)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            log.warning("webhooks: could not queue delivery %s (%s); PagerDuty will retry",
+                        webhook_id, exc.__class__.__name__)
+            return 503, {"error": "temporarily unavailable"}
+        if not queued:
+            record_webhook(event_type, "duplicate")
+            return 200, {"status": "duplicate", "webhook_id": webhook_id}
+        return 202, {"status": "queued", "webhook_id": webhook_id}
+
+    def _queue(self, webhook_id: str, raw: bytes) -> bool:
+        dedup_ms = int(self.settings.webhook_dedup_seconds * 1000)
+        return bool(self._admit(keys=[self.keys.webhook_seen(webhook_id),
+                                      self.keys.webhook_inbox],
+                                args=[dedup_ms, raw, webhook_id]))
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])}
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+    await _answer_raw(send, status, json.dumps(body).encode(), "application/json")
+
+
+async def _answer_raw(send: Send, status: int, data: bytes, content_type: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,132 @@
+"""Running the receiver: uvicorn serving `Receiver`, and a `Processor` thread beside it.
+
+`WebhookService(settings).start()` serves on a free port from threads (tests, `make run`);
+`serve(settings, host, port)` runs in the foreground until Ctrl-C or SIGTERM (the CLI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+import uvicorn
+
+from config.connections import redis_client
+from config.errors import ConfigurationError
+from config.settings import Settings
+from webhooks.processor import Processor
+from webhooks.receiver import Receiver
+
+log = logging.getLogger(__name__)
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to run without a subscription secret (nothing could be verified)."""
+    if not settings.webhook_secrets:
+        raise ConfigurationError([
+            "MONITAO_PD_WEBHOOK_SECRETS is required: the PagerDuty webhook subscription's "
+            "secret (several, comma-separated, while one is rotated)"
+        ])
+
+
+def uvicorn_config(app: Receiver, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn settings for the receiver: h11, no access log (it would be noise), short
+    keep-alive, a bound on concurrent connections so a flood gets 503s, not memory."""
+    return uvicorn.Config(
+        app, host=host, port=port, http="h11", loop="asyncio", lifespan="off",
+        access_log=False, server_header=False, timeout_keep_alive=5,
+        limit_concurrency=1000, log_config=None, **options,
+    )
+
+
+class WebhookService:
+    """The receiver and its processor, each in a daemon thread; a context manager."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
+                 client: redis.Redis | None = None, **processor_options: Any) -> None:
+        check_settings(settings)
+        self.settings = settings
+        self.host = host
+        self._port = port
+        self.client = client or redis_client(settings)
+        self.receiver = Receiver(self.client, settings)
+        self.processor = Processor(self.client, settings, **processor_options)
+        self._server: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._socket: socket.socket | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None, "not started"
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """The webhook endpoint, e.g. `http://127.0.0.1:8123/webhooks/pagerduty`."""
+        return f"http://{self.host}:{self.port}/webhooks/pagerduty"
+
+    def start(self, timeout: float = 10.0) -> WebhookService:
+        """Bind, serve and process from daemon threads; return once it answers."""
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((self.host, self._port))
+        self._server = uvicorn.Server(uvicorn_config(self.receiver, self.host, self.port,
+                                                     log_level="warning"))
+        self.processor.ensure_group()
+        self._threads = [
+            threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                             name="webhook-receiver", daemon=True),
+            threading.Thread(target=self.processor.run, name="webhook-processor", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._threads[0].is_alive():
+                self.stop()
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and processing, and close the socket."""
+        if self._server is not None:
+            self._server.should_exit = True
+        self.processor.stop()
+        for thread in self._threads:
+            thread.join(10)
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.close()
+
+    def __enter__(self) -> WebhookService:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve in the foreground (uvicorn handles Ctrl-C and SIGTERM) with the processor in
+    a thread; return when stopped."""
+    check_settings(settings)
+    client = redis_client(settings)
+    processor = Processor(client, settings)
+    processor.ensure_group()
+    thread = threading.Thread(target=processor.run, name="webhook-processor", daemon=True)
+    thread.start()
+    server = uvicorn.Server(uvicorn_config(Receiver(client, settings), host, port,
+                                           log_level=settings.log_level.lower()))
+    print(f"PagerDuty webhook receiver listening on http://{host}:{port}/webhooks/pagerduty "
+          f"({len(settings.webhook_secrets)} secret(s))", flush=True)
+    try:
+        server.run()
+    finally:
+        processor.stop()
+        thread.join(10)
+        client.close()
