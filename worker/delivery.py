@@ -82,20 +82,31 @@ class SlotPass:
         self.token = uuid.uuid4().hex
         self.lease_ms = int(self.settings.lease_seconds * 1000)
         self.retention_ms = int(self.settings.timeline_retention_seconds * 1000)
+        # Set by a finish that released the lease because the mailbox was left empty.
+        self.released = False
 
     def run(self) -> PassReport:
         keys, slot = self.keys, self.slot
-        acquired = self.ctx.scripts.acquire(
-            keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.hold(slot)],
-            args=[self.token, self.lease_ms, slot],
+        # Leasing the slot also takes its head event: one round trip.
+        raw = self.ctx.scripts.acquire(
+            keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.hold(slot),
+                  keys.suppressed(slot)],
+            args=[self.token, self.lease_ms, slot, keys.event("")],
         )
-        if acquired <= 0:
-            return PassReport(slot, {0: "empty", -1: "busy"}.get(acquired, "backing_off"))
+        if raw[0] != 1:
+            return PassReport(slot, {0: "empty", -1: "busy"}.get(raw[0], "backing_off"))
 
         report = PassReport(slot, "empty")
         deadline = time.monotonic() + self.settings.pass_seconds
         try:
             while True:
+                head = Head(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
+                if not self._deliver(head):
+                    report.ended = "waiting"
+                    return report
+                report.finished += 1
+                if self.released:  # the finish script found the mailbox empty and ended
+                    return report
                 if time.monotonic() > deadline:
                     self._release(due_in_ms=0)
                     report.ended = "turn_over"
@@ -108,11 +119,6 @@ class SlotPass:
                 if raw[0] != 1:
                     report.ended = "empty" if raw[0] == 0 else "lease_lost"
                     return report
-                head = Head(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
-                if not self._deliver(head):
-                    report.ended = "waiting"
-                    return report
-                report.finished += 1
         except Exception:
             # Leave the slot due again shortly; if Redis itself is gone, the lease expires
             # and the schedule brings the slot back all the same.
@@ -188,12 +194,12 @@ class SlotPass:
             return False
         if outcome.kind == "delivered":
             self._finish(head, event, "delivered", attempt=attempt, outcome=outcome,
-                         attempt_entry=attempt_entry, account=account)
+                         attempt_entry=attempt_entry, account=account, release_when_empty=True)
         else:
             reason = "rejected" if outcome.http_status == 400 else f"http_{outcome.http_status}"
             self._finish(head, event, "dead_lettered", reason=reason, error=outcome.error,
                          attempt=attempt, outcome=outcome, attempt_entry=attempt_entry,
-                         account=account)
+                         account=account, release_when_empty=True)
         return True
 
     def _maintenance(self, head: Head, event: AlertEvent) -> bool | None:
@@ -325,6 +331,7 @@ class SlotPass:
         error: str = "", attempt: int | None = None, outcome: Outcome | None = None,
         attempt_entry: list[str] | None = None,
         account: tuple[list[str], list[str]] | None = None, raw: str | None = None,
+        release_when_empty: bool = False,
     ) -> None:
         keys, settings, slot = self.keys, self.settings, self.slot
         action = event.action if event else head.fields.get("action", "unknown")
@@ -359,8 +366,9 @@ class SlotPass:
             args=[self.token, head.event_id, slot, state, self.lease_ms,
                   int(settings.event_retention_seconds * 1000), self.retention_ms,
                   self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args,
-                  action],
+                  action, "1" if release_when_empty else ""],
         )
+        self.released = bool(int(result[3]))
         self._log_transition(result[1])
         metrics.record_final(self.destination_name, state, reason, head.enqueued_at,
                              int(result[2]))
