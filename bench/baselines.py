@@ -7,7 +7,8 @@
   lease, no timeline, and the routing key travels in every broker message.
 
 Both run on the same Redis broker with the same Celery settings as the fleet (late acks,
-prefetch 1, task events, the same ack waker under the threads pool), from the environment:
+prefetch 1, task events, the same ack waker under the threads pool) but none of the
+fleet's code (so none of its kombu fix either), configured from the environment:
 BENCH_BROKER_URL and BENCH_PREFIX. Start with
 `celery -A bench.baselines worker -Q bench --pool threads -c 64`.
 """
@@ -19,11 +20,19 @@ import threading
 from typing import Any
 
 import httpx
-from celery import Celery
-
-from worker.app import AckWakerStep
+from celery import Celery, bootsteps
 
 QUEUE = "bench"
+
+
+class AckWakerStep(bootsteps.StartStopStep):
+    """The fleet's ack waker (worker/app.py), copied so this app stays plain Celery."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def start(self, consumer: Any) -> None:
+        if "thread" in type(consumer.pool).__module__:
+            consumer.timer.call_repeatedly(0.02, lambda: None)
 
 
 def create_app(broker_url: str, prefix: str) -> Celery:

@@ -17,6 +17,7 @@ from config.keyspace import Keyspace
 from config.settings import Settings, load_settings, redact_url
 from producer.enqueue import DUPLICATE, PUBLISH, enqueue_arguments, register_enqueue
 from producer.event import AlertEvent, parse_event
+from worker.broker import pipelined
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +119,29 @@ class AlertProducer:
                 f"did not answer ({exc.__class__.__name__})"
             ) from None
 
+        publish = []
         for event, result in zip(prepared, results, strict=True):
             if result == DUPLICATE:
                 log.info("event %s was already accepted; not enqueued again", event.event_id)
             elif result == PUBLISH:
-                self._publish(event.destination or "", event.dedup_key)
+                publish.append((event.destination or "", event.dedup_key))
+        if publish:
+            self._publish(publish)
         return [event.event_id for event in prepared]
 
-    def _publish(self, destination: str, dedup_key: str) -> None:
-        # The event is already safe in Redis: if the broker refuses now, the schedule entry
-        # comes due and a dispatcher publishes the task, so this failure only delays.
+    def _publish(self, slots: list[tuple[str, str]]) -> None:
+        # The events are already safe in Redis: if the broker refuses now, their schedule
+        # entries come due and a dispatcher publishes the tasks, so a failure only delays.
+        # One kombu producer serves the whole batch, in one broker round trip.
         try:
-            self.celery.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key))
+            with self.celery.producer_or_acquire() as producer, pipelined(producer):
+                for destination, dedup_key in slots:
+                    self.celery.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key),
+                                          producer=producer)
         except Exception as exc:  # noqa: BLE001 - any broker failure is recoverable here
             log.warning(
-                "could not publish the deliver task for %s/%s (%s); a dispatcher will",
-                destination, dedup_key, exc.__class__.__name__,
+                "could not publish the deliver tasks of %d slot(s) (%s); a dispatcher will",
+                len(slots), exc.__class__.__name__,
             )
 
     def close(self) -> None:

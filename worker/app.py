@@ -17,6 +17,7 @@ from config import defaults
 from config.connections import celery_broker_options
 from config.destinations import Destination
 from config.settings import Settings
+from worker.broker import reuse_channel_clients
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
 from worker.dispatcher import Dispatcher
@@ -120,6 +121,7 @@ def create_app(
 
     Without `settings`, they are read from the environment when Celery first needs them.
     """
+    reuse_channel_clients()
     app = Celery(main, set_as_current=False)
     fleet = FleetContext(settings, destinations)
     app.fleet = fleet  # type: ignore[attr-defined]
