@@ -53,6 +53,7 @@ class WebhookService:
         self.settings = settings
         self.host = host
         self._port = port
+        self._owns_client = client is None
         self.client = client or redis_client(settings)
         self.receiver = Receiver(self.client, settings)
         self.processor = Processor(self.client, settings, **processor_options)
@@ -103,6 +104,8 @@ class WebhookService:
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
+        if self._owns_client:
+            self.client.close()
 
     def __enter__(self) -> WebhookService:
         return self.start()

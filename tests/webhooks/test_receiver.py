@@ -1,0 +1,262 @@
+"""The receiver over real HTTP: signatures, de-duplication, limits, and what gets recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from config.keyspace import Keyspace
+from tests.conftest import wait_until
+from tests.webhooks.conftest import SECRET_A, SECRET_B
+from webhooks import WebhookService, sign, signature_header
+from worker import timeline
+from worker.metrics import WEBHOOKS
+
+DEDUP = "monitao-monitor-123-incident-456"
+
+
+def event_body(event_id: str = "01EVENT", event_type: str = "incident.acknowledged",
+               dedup_key: str | None = DEDUP, agent: str = "Jane Responder") -> bytes:
+    data: dict[str, object] = {"id": "PINC1", "type": "incident", "status": "acknowledged",
+                               "service": {"id": "PSVC", "summary": "web"}}
+    if dedup_key is not None:
+        data["incident_key"] = dedup_key
+    return json.dumps({"event": {
+        "id": event_id, "event_type": event_type, "resource_type": "incident",
+        "occurred_at": "2026-11-27T10:15:00.000Z",
+        "agent": {"id": "PUSR", "summary": agent, "type": "user_reference"}, "data": data,
+    }}).encode()
+
+
+def post(service: WebhookService, body: bytes, signature: str | None,
+         webhook_id: str | None = "wh-1", **headers: str) -> httpx.Response:
+    sent = {"Content-Type": "application/json", **headers}
+    if signature is not None:
+        sent["X-PagerDuty-Signature"] = signature
+    if webhook_id is not None:
+        sent["X-Webhook-Id"] = webhook_id
+    return httpx.post(service.url, content=body, headers=sent, timeout=10)
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keyspace:
+    return Keyspace(prefix)
+
+
+@pytest.fixture
+def incident(redis_conn: redis.Redis, keys: Keyspace) -> str:
+    """Incident 456 has a timeline (the fleet sent its trigger to destination prod)."""
+    redis_conn.xadd(keys.timeline("456"), dict(zip(*[iter(timeline.entry(
+        "delivered", "ev-1", "trigger", "prod", DEDUP))] * 2, strict=True)))
+    return "456"
+
+
+def entries(redis_conn: redis.Redis, keys: Keyspace, incident_id: str = "456") -> list[dict]:
+    return [e for e in timeline.read(redis_conn, keys, incident_id)
+            if e["stage"].startswith("pagerduty_")]
+
+
+def counted(event_type: str, result: str) -> float:
+    return WEBHOOKS.labels(event_type, result)._value.get()
+
+
+def nothing_recorded(redis_conn: redis.Redis, prefix: str) -> bool:
+    return list(redis_conn.scan_iter(match=f"{prefix}webhook-seen:*")) == [] and \
+        redis_conn.xlen(f"{prefix}webhook-inbox") == 0
+
+
+def test_a_signed_acknowledgement_is_queued_then_recorded(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace, incident: str,
+) -> None:
+    before = counted("incident.acknowledged", "matched")
+    body = event_body()
+    answer = post(receiver, body, f"v1={sign(SECRET_A, body)}")
+    assert answer.status_code == 202, answer.text
+    [entry] = wait_until(lambda: entries(redis_conn, keys), 10, message="the timeline entry")
+    assert entry["stage"] == "pagerduty_acknowledged"
+    assert (entry["agent"], entry["pd_incident"], entry["pd_status"], entry["event_type"],
+            entry["pd_event_id"], entry["destination"], entry["dedup_key"]) == (
+        "Jane Responder", "PINC1", "acknowledged", "incident.acknowledged", "01EVENT",
+        "prod", DEDUP)
+    assert entry["occurred_at"] == "2026-11-27T10:15:00.000Z"
+    assert counted("incident.acknowledged", "matched") == before + 1
+    wait_until(lambda: redis_conn.xlen(keys.webhook_inbox) == 0, 5, message="inbox emptied")
+    assert redis_conn.xpending(keys.webhook_inbox, "receivers")["pending"] == 0
+
+
+@pytest.mark.parametrize("secret", [SECRET_A, SECRET_B])
+def test_either_rotated_secret_signs(receiver: WebhookService, secret: str) -> None:
+    body = event_body()
+    assert post(receiver, body, f"v1={sign(secret, body)}").status_code == 202
+
+
+def test_several_signatures_one_valid(receiver: WebhookService) -> None:
+    body = event_body()
+    header = f"v1={sign('retired-secret', body)},v1={sign(SECRET_B, body)}"
+    assert post(receiver, body, header).status_code == 202
+
+
+@pytest.mark.parametrize("signature", [
+    None, "", "v1=", "v1=00", "garbage", "v0=" + "0" * 64,
+    "v1=" + sign("not-the-secret", b"x"),
+    "v1=" + sign(SECRET_A, b"another body"),
+])
+def test_missing_or_wrong_signature_is_refused_and_nothing_recorded(
+        receiver: WebhookService, redis_conn: redis.Redis, prefix: str,
+        signature: str | None) -> None:
+    before = counted("other", "unauthorized")
+    answer = post(receiver, event_body(), signature)
+    assert answer.status_code == 401
+    assert nothing_recorded(redis_conn, prefix)
+    assert counted("other", "unauthorized") == before + 1
+
+
+def test_a_duplicate_webhook_id_is_processed_once(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace, incident: str,
+) -> None:
+    body = event_body()
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id="wh-dup").status_code == 202
+    again = post(receiver, body, header, webhook_id="wh-dup")
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    # a third, different delivery proves the processor has moved past the duplicate
+    other = event_body(event_id="02EVENT", event_type="incident.resolved")
+    assert post(receiver, other, signature_header([SECRET_A], other),
+                webhook_id="wh-next").status_code == 202
+    seen = wait_until(lambda: (e := entries(redis_conn, keys)) and len(e) >= 2 and e, 10)
+    assert [e["pd_event_id"] for e in seen] == ["01EVENT", "02EVENT"]
+    ttl = redis_conn.ttl(keys.webhook_seen("wh-dup"))
+    assert 47 * 3600 < ttl <= 48 * 3600
+
+
+def test_without_a_webhook_id_the_body_is_the_identity(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace) -> None:
+    body = event_body(dedup_key="monitao-monitor-1-incident-none")
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id=None).status_code == 202
+    assert post(receiver, body, header, webhook_id=None).status_code == 200
+
+
+def test_oversized_bodies_are_refused(receiver: WebhookService, redis_conn: redis.Redis,
+                                      prefix: str) -> None:
+    big = b'{"event": {"pad": "' + b"x" * (256 * 1024) + b'"}}'
+    assert len(big) > 256 * 1024
+    assert post(receiver, big, signature_header([SECRET_A], big)).status_code == 413
+    # 256 KB + 1 exactly, streamed without a Content-Length (chunked): counted as it comes
+    exact = b"x" * (256 * 1024 + 1)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(exact), 64 * 1024):
+            yield exact[start:start + 64 * 1024]
+
+    answer = httpx.post(receiver.url, content=chunks(), timeout=10,
+                        headers={"X-PagerDuty-Signature": signature_header([SECRET_A], exact)})
+    assert answer.status_code == 413
+    # a Content-Length claiming more than the limit is refused before the body is read
+    # (over a raw socket: HTTP clients will not send a body shorter than they declare)
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as conn:
+        conn.sendall(b"POST /webhooks/pagerduty HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 262145\r\n\r\n{}")
+        assert conn.recv(1024).startswith(b"HTTP/1.1 413 ")
+    assert nothing_recorded(redis_conn, prefix)
+
+
+def test_exactly_the_limit_is_accepted(receiver: WebhookService) -> None:
+    body = b'{"pad": "' + b"x" * (256 * 1024 - 11) + b'"}'
+    assert len(body) == 256 * 1024
+    assert post(receiver, body, signature_header([SECRET_A], body)).status_code == 202
+
+
+def test_malformed_json_is_400(receiver: WebhookService, redis_conn: redis.Redis,
+                               prefix: str) -> None:
+    for body in (b'{"event": ', b"\xff\xfe garbage", b"[" * 100_000):
+        assert post(receiver, body, signature_header([SECRET_A], body)).status_code == 400
+    assert nothing_recorded(redis_conn, prefix)
+
+
+def test_json_that_is_no_event_is_recorded_invalid(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace) -> None:
+    before = counted("other", "invalid")
+    body = b'{"hello": "world"}'
+    assert post(receiver, body, signature_header([SECRET_A], body)).status_code == 202
+    [(_, fields)] = wait_until(lambda: redis_conn.xrange(keys.webhook_unmatched), 10)
+    assert fields["result"] == "invalid" and fields["body"] == body.decode()
+    assert counted("other", "invalid") == before + 1
+
+
+def test_an_unknown_incident_is_counted_and_kept_as_unmatched(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace) -> None:
+    before = counted("incident.resolved", "unmatched")
+    body = event_body(event_type="incident.resolved",
+                      dedup_key="monitao-monitor-9-incident-nobody")
+    assert post(receiver, body, signature_header([SECRET_A], body)).status_code == 202
+    [(_, fields)] = wait_until(lambda: redis_conn.xrange(keys.webhook_unmatched), 10)
+    assert fields["result"] == "unmatched"
+    assert fields["dedup_key"] == "monitao-monitor-9-incident-nobody"
+    assert fields["event_type"] == "incident.resolved" and fields["webhook_id"] == "wh-1"
+    assert counted("incident.resolved", "unmatched") == before + 1
+    assert not redis_conn.exists(keys.timeline("nobody"))
+
+
+def test_a_note_without_incident_key_matches_through_its_pagerduty_incident(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace, incident: str,
+) -> None:
+    ack = event_body()
+    assert post(receiver, ack, signature_header([SECRET_A], ack), "w1").status_code == 202
+    wait_until(lambda: entries(redis_conn, keys), 10)
+    note = json.dumps({"event": {
+        "id": "03NOTE", "event_type": "incident.annotated", "resource_type": "incident",
+        "occurred_at": "2026-11-27T10:16:00Z", "agent": {"summary": "Sam"},
+        "data": {"id": "PNOTE", "type": "incident_note", "content": "looking",
+                 "incident": {"id": "PINC1", "type": "incident_reference"}}}}).encode()
+    assert post(receiver, note, signature_header([SECRET_A], note), "w2").status_code == 202
+    recorded = wait_until(lambda: (e := entries(redis_conn, keys)) and len(e) == 2 and e, 10)
+    assert (recorded[1]["stage"], recorded[1]["agent"]) == ("pagerduty_annotated", "Sam")
+
+
+def test_an_abandoned_entry_is_taken_over(
+        webhook_settings, redis_conn: redis.Redis, keys: Keyspace, incident: str) -> None:
+    from webhooks.processor import GROUP, Processor
+
+    dead = Processor(redis_conn, webhook_settings, consumer="dead")
+    dead.ensure_group()
+    body = event_body()
+    redis_conn.xadd(keys.webhook_inbox, {"body": body.decode(), "webhook_id": "w"})
+    # the first processor reads it and dies before acknowledging
+    assert redis_conn.xreadgroup(GROUP, "dead", {keys.webhook_inbox: ">"}, count=10)
+    assert not entries(redis_conn, keys)
+    heir = Processor(redis_conn, webhook_settings, consumer="heir", claim_idle_seconds=0.05,
+                     block_seconds=0.05)
+    wait_until(lambda: heir.step() or entries(redis_conn, keys), 5)
+    assert [e["stage"] for e in entries(redis_conn, keys)] == ["pagerduty_acknowledged"]
+    assert redis_conn.xpending(keys.webhook_inbox, GROUP)["pending"] == 0
+
+
+def test_the_secret_is_nowhere(receiver: WebhookService, redis_conn: redis.Redis,
+                               prefix: str, keys: Keyspace, incident: str,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = event_body()
+    assert post(receiver, body, signature_header([SECRET_A], body), "a").status_code == 202
+    assert post(receiver, body, "v1=" + sign("wrong", body), "b").status_code == 401
+    wait_until(lambda: entries(redis_conn, keys), 10)
+    assert SECRET_A not in repr(receiver.settings) and SECRET_A not in str(receiver.settings)
+    values = []
+    for key in redis_conn.scan_iter(match=f"{prefix}*"):
+        kind = redis_conn.type(key)
+        if kind == "string":
+            values.append(redis_conn.get(key))
+        elif kind == "stream":
+            values.append(repr(redis_conn.xrange(key)))
+        elif kind == "hash":
+            values.append(repr(redis_conn.hgetall(key)))
+        values.append(key)
+    dump = "\n".join(values) + "\n" + caplog.text
+    for secret in (SECRET_A, SECRET_B):
+        assert secret not in dump
