@@ -51,12 +51,22 @@ def worker(concurrency: int | None, pool: str | None, name: str | None,
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--rate-limit", type=int, default=120, show_default=True,
               help="events per routing key per 60 s (0 = unlimited)")
-def simulator(host: str, port: int, latency_ms: float, error_rate: float, rate_limit: int) -> int:
+@click.option("--webhook-url", default=None,
+              help="send signed webhooks v3 here when an incident changes state")
+@click.option("--webhook-secret-env", default=None, metavar="VAR",
+              help="environment variable holding the webhook signing secret")
+def simulator(host: str, port: int, latency_ms: float, error_rate: float, rate_limit: int,
+              webhook_url: str | None, webhook_secret_env: str | None) -> int:
     """Serve a local PagerDuty Events API v2 simulator."""
     from simulator import Faults, serve
 
+    secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
+    if webhook_url and not secret:
+        raise ConfigurationError([
+            "--webhook-url needs --webhook-secret-env naming a set environment variable"])
     serve(host, port, Faults(latency_ms=latency_ms, error_rate=error_rate,
-                             rate_limit=rate_limit or None))
+                             rate_limit=rate_limit or None),
+          webhook_url=webhook_url, webhook_secret=secret)
     return 0
 
 

@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from simulator.validation import InvalidEvent, parse_event, unrecognized
+from simulator.webhooks import WebhookSender, webhook_body
 
 __all__ = ["Faults", "Simulator", "serve"]
 
@@ -34,6 +35,7 @@ THROTTLE_BODY = {
 }
 SERVER_ERROR_BODY = {"status": "error", "message": "internal server error"}
 OPEN = ("triggered", "acknowledged")
+RESPONDER_ACTIONS = ("/acknowledge", "/resolve")
 
 
 @dataclasses.dataclass
@@ -112,6 +114,7 @@ class _State:
         self.baseline = dataclasses.replace(faults)
         self.rng = random.Random(seed)
         self.clock = clock
+        self.webhooks = WebhookSender()
         self.clear()
 
     def clear(self) -> None:
@@ -150,6 +153,7 @@ class _State:
             rejection = exc
         fields = event or (rejection.parsed if rejection else None) or {}
         digest, dedup_key, action = _identify(fields)
+        change: dict[str, Any] | None = None
 
         with self.lock:
             faults = self.faults
@@ -168,7 +172,7 @@ class _State:
             elif not self._admit(digest, faults.rate_limit):
                 answer = (429, dict(THROTTLE_BODY))
             else:
-                dedup_key = self._ingest(event, digest)
+                dedup_key, change = self._ingest(event, digest)
                 answer = (
                     202,
                     {"status": "success", "message": "Event processed", "dedup_key": dedup_key},
@@ -183,7 +187,9 @@ class _State:
                     "event_action": action,
                 }
             )
-            return answer
+        if change is not None:  # posted by the sender's thread, never under the lock
+            self.webhooks.send(change)
+        return answer
 
     def _admit(self, digest: str, limit: int | None) -> bool:
         """Count the event against its routing key's sliding window, unless that is full."""
@@ -196,14 +202,17 @@ class _State:
         window.append(now)
         return True
 
-    def _ingest(self, event: dict[str, Any], digest: str) -> str:
+    def _ingest(self, event: dict[str, Any], digest: str) -> tuple[str, dict[str, Any] | None]:
+        """Apply one accepted event; its dedup_key and the webhook body of any change."""
         action = event["event_action"]
         dedup_key = event.get("dedup_key") or uuid.UUID(int=self.rng.getrandbits(128)).hex
         incident = self.latest.get((digest, dedup_key))
         is_open = incident is not None and incident["status"] in OPEN
+        change: dict[str, Any] | None = None
         payload = event.get("payload") or {}
         if action == "trigger" and not is_open:
             incident = {
+                "id": f"PSIM{len(self.incidents) + 1:06d}",
                 "routing_key_hash": digest[:12],
                 "dedup_key": dedup_key,
                 "status": "triggered",
@@ -215,6 +224,7 @@ class _State:
             }
             self.incidents.append(incident)
             self.latest[(digest, dedup_key)] = incident
+            change = webhook_body("incident.triggered", incident, None)
         elif is_open and incident is not None:
             incident["events"] += 1
             incident["history"].append(action)
@@ -222,7 +232,11 @@ class _State:
                 incident["summary"] = payload["summary"]
                 incident["severity"] = payload["severity"]
             else:
-                incident["status"] = "acknowledged" if action == "acknowledge" else "resolved"
+                status = "acknowledged" if action == "acknowledge" else "resolved"
+                if incident["status"] != status:
+                    change = webhook_body(f"incident.{status}", incident | {"status": status},
+                                          None)
+                incident["status"] = status
         body = {**event, "routing_key": "***"}
         self.events.append(
             {
@@ -235,7 +249,26 @@ class _State:
                 "dropped": action != "trigger" and not is_open,
             }
         )
-        return dedup_key
+        return dedup_key, change
+
+    def respond(self, dedup_key: str, action: str, agent: str) -> dict[str, Any] | None:
+        """A responder acknowledges or resolves the newest incident of `dedup_key` in the
+        web UI; its webhook goes out if the status changed. None when there is no incident."""
+        status = "acknowledged" if action == "acknowledge" else "resolved"
+        change = None
+        with self.lock:
+            found = [i for i in self.incidents if i["dedup_key"] == dedup_key]
+            if not found:
+                return None
+            incident = found[-1]
+            if incident["status"] in OPEN and incident["status"] != status:
+                incident["status"] = status
+                incident["history"].append(f"{action} by {agent}")
+                change = webhook_body(f"incident.{status}", incident, agent)
+            result = copy.deepcopy(incident)
+        if change is not None:
+            self.webhooks.send(change)
+        return result
 
     def snapshot(self, name: str, dedup_key: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
@@ -288,8 +321,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True})
         elif path == "/_sim/faults":
             self._post_faults(raw)
+        elif path.startswith("/_sim/incidents/") and path.endswith(RESPONDER_ACTIONS):
+            self._respond(path, raw)
         else:
             self._not_found()
+
+    def _respond(self, path: str, raw: bytes) -> None:
+        """`POST /_sim/incidents/{dedup_key}/acknowledge|resolve`, body `{"agent": "name"}`."""
+        dedup_key, _, action = path.removeprefix("/_sim/incidents/").rpartition("/")
+        try:
+            options = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            options = None
+        if not isinstance(options, dict) or not isinstance(options.get("agent", ""), str):
+            self._send(400, {"ok": False, "errors": ['body must be {"agent": "name"}']})
+            return
+        incident = self.server.state.respond(unquote(dedup_key), action,
+                                             options.get("agent") or "Simulated Responder")
+        if incident is None:
+            self._send(404, {"ok": False, "errors": [f"no incident with dedup_key {dedup_key}"]})
+        else:
+            self._send(200, incident)
 
     def _post_faults(self, raw: bytes) -> None:
         try:
@@ -395,10 +447,13 @@ class Simulator:
         seed: int | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._state = _State(faults if faults is not None else Faults(), seed, clock)
+        self._state.webhooks.configure(webhook_url, webhook_secret)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -443,6 +498,21 @@ class Simulator:
         server.server_close()
         if self._thread is not None:
             self._thread.join()
+        self._state.webhooks.close()
+
+    def set_webhook(self, url: str | None, secret: str | None) -> None:
+        """Send webhooks v3 to `url`, signed with `secret`, on each incident state change
+        (None: stop sending)."""
+        self._state.webhooks.configure(url, secret)
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook tried so far: ids, type, final HTTP status (None: no answer)."""
+        return self._state.webhooks.snapshot()
+
+    def respond(self, dedup_key: str, action: str = "acknowledge",
+                agent: str = "Simulated Responder") -> dict[str, Any] | None:
+        """Play the responder (as `POST /_sim/incidents/{dedup_key}/{action}` does)."""
+        return self._state.respond(dedup_key, action, agent)
 
     def set_faults(self, **changes: Any) -> None:
         """Change several faults at once; raise ValueError for an unknown name or bad value."""
@@ -471,14 +541,17 @@ class Simulator:
         self.stop()
 
 
-def serve(host: str, port: int, faults: Faults) -> None:
-    """Run a simulator in the foreground until Ctrl-C or SIGTERM (for the CLI)."""
+def serve(host: str, port: int, faults: Faults, webhook_url: str | None = None,
+          webhook_secret: str | None = None) -> None:
+    """Run a simulator in the foreground until Ctrl-C or SIGTERM (for the CLI); with a
+    webhook URL and secret, incident changes are sent there as signed webhooks v3."""
     stopping = threading.Event()
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:  # signal handlers can only be installed from the main thread
         previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        with Simulator(host, port, faults) as simulator:
+        with Simulator(host, port, faults, webhook_url=webhook_url,
+                       webhook_secret=webhook_secret) as simulator:
             print(f"PagerDuty simulator listening on {simulator.url}", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 while not stopping.wait(0.5):
