@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -44,6 +46,30 @@ def uvicorn_config(app: Receiver, host: str, port: int, **options: Any) -> uvico
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping gracefully on SIGTERM/Ctrl-C and then returning (uvicorn
+    re-raises the signal after its shutdown, which would kill the process before the
+    processor is stopped and the exit status returned)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT,
+                                                                      signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, *_: object) -> None:
+        if self.should_exit:  # a second Ctrl-C: do not wait for open connections
+            self.force_exit = True
+        self.should_exit = True
+
+
 class WebhookService:
     """The receiver and its processor, each in a daemon thread; a context manager."""
 
@@ -57,7 +83,7 @@ class WebhookService:
         self.client = client or redis_client(settings)
         self.receiver = Receiver(self.client, settings)
         self.processor = Processor(self.client, settings, **processor_options)
-        self._server: uvicorn.Server | None = None
+        self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._socket: socket.socket | None = None
 
@@ -76,7 +102,7 @@ class WebhookService:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((self.host, self._port))
-        self._server = uvicorn.Server(uvicorn_config(self.receiver, self.host, self.port,
+        self._server = _Server(uvicorn_config(self.receiver, self.host, self.port,
                                                      log_level="warning"))
         self.processor.ensure_group()
         self._threads = [
@@ -123,7 +149,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     processor.ensure_group()
     thread = threading.Thread(target=processor.run, name="webhook-processor", daemon=True)
     thread.start()
-    server = uvicorn.Server(uvicorn_config(Receiver(client, settings), host, port,
+    server = _Server(uvicorn_config(Receiver(client, settings), host, port,
                                            log_level=settings.log_level.lower()))
     print(f"PagerDuty webhook receiver listening on http://{host}:{port}/webhooks/pagerduty "
           f"({len(settings.webhook_secrets)} secret(s))", flush=True)
