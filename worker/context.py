@@ -15,6 +15,7 @@ from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.keyspace import Keyspace
 from config.settings import Settings, load_settings
+from worker.http_transport import ThreadConnectionsTransport
 from worker.maintenance import MaintenanceView
 from worker.scripts import WorkerScripts
 
@@ -80,11 +81,13 @@ class FleetContext:
         with self._lock:
             if self._http is None or self._http[0] != pid:
                 s = self.settings
+                # One kept-alive connection per thread (worker/http_transport.py): httpx's
+                # own pool costs more CPU per request the more threads share it.
                 client = httpx.Client(
                     timeout=httpx.Timeout(s.http_read_timeout, connect=s.http_connect_timeout),
-                    limits=httpx.Limits(
-                        max_connections=s.http_max_connections,
-                        max_keepalive_connections=s.http_max_connections,
+                    transport=ThreadConnectionsTransport(
+                        connect_timeout=s.http_connect_timeout,
+                        read_timeout=s.http_read_timeout,
                     ),
                     headers={"User-Agent": "monitao-pagerduty/0.1"},
                     follow_redirects=False,
