@@ -58,6 +58,7 @@ class Options:
     configs: list[tuple[str, int]]
     latency_seconds: float
     redis_url: str
+    ack_waker: float | None = None
 
 
 @dataclass
@@ -271,7 +272,11 @@ class Bench:
                      case_prefix: str) -> subprocess.Popen[bytes]:
         env = self.env(case_prefix)
         if kind == "fleet":
-            argv = [sys.executable, "-m", "cli.main", "worker", f"--pool={pool}",
+            module = "cli.main"
+            if self.options.ack_waker is not None:
+                module = "bench.fleet_worker"
+                env["BENCH_ACK_WAKER_SECONDS"] = str(self.options.ack_waker)
+            argv = [sys.executable, "-m", module, "worker", f"--pool={pool}",
                     f"--concurrency={concurrency}", f"--name={case_prefix}@%h"]
         else:
             argv = [sys.executable, "-m", "celery", "-A", "bench.baselines", "worker",
@@ -430,7 +435,8 @@ class Bench:
         o = self.options
         out.append(f"settings: {o.events} events per throughput run, {o.single} for send(), "
                    f"{o.repeats} repeats (medians shown), {DESTINATIONS} destinations, one "
-                   "incident per event, simulator --rate-limit 0, workers at log level INFO")
+                   "incident per event, simulator --rate-limit 0, workers at log level INFO"
+                   + (f", fleet ack waker {o.ack_waker} s" if o.ack_waker is not None else ""))
         out.append("")
         out.append(f"{'case':<30} {'pool x concurrency, latency':<28} {'events/s':>9} "
                    f"{'worker CPU ms/event':>20}  runs (events/s)")
@@ -507,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pools", help="pool:concurrency list; the first one is compared "
                         "with the baselines (default threads:64)")
     parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--ack-waker", type=float, help="the fleet worker's ack waker "
+                        "interval in seconds (0: off; default: the fleet's 0.02)")
     parser.add_argument("--skip", default="", help="comma list of: producer,baselines")
     args = parser.parse_args(argv)
     full = args.full
@@ -518,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads:64,threads:32,threads:128,prefork:8" if full else "threads:64")),
         latency_seconds=15.0 if full else 8.0,
         redis_url=args.redis_url,
+        ack_waker=args.ack_waker,
     )
     skip = set(filter(None, args.skip.split(",")))
     began = time.monotonic()
