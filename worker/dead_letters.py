@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from pydantic import SecretStr, ValidationError
 
+from config import defaults
 from config.destinations import Destination
 from config.errors import NotFoundError
 from config.keyspace import Keyspace, split_slot
@@ -195,7 +196,11 @@ def show(
     except ValueError:
         event = {"undecodable": True, "length": len(raw_event or "")}
     destination = (destinations or {}).get(letter["destination"])
-    body, why = masked_body(raw_event, destination)
+    if letter["destination"] == defaults.CALLBACK_DESTINATION:
+        # a state change for MoniTao: sent as stored, signed, nothing secret in it
+        body, why = (event, None) if isinstance(event, dict) else (None, "not a JSON object")
+    else:
+        body, why = masked_body(raw_event, destination)
     history = timeline.of_event(
         timeline.read(client, keys, letter["incident_id"] or "unknown",
                       retention_seconds=retention_seconds),

@@ -14,11 +14,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from config import defaults
 from config.destinations import Destination
 from config.keyspace import slot_of
 from config.settings import redact_url
@@ -26,9 +28,10 @@ from producer.event import AlertEvent
 from worker import metrics, timeline
 from worker.admission import Admission, outcome_class
 from worker.backoff import retry_delay
+from worker.callback import callback_request
 from worker.context import FleetContext
 from worker.payload import build_event
-from worker.sender import Outcome, post_event
+from worker.sender import Outcome, post_event, post_raw
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,23 @@ class PassReport:
     slot: str
     ended: str  # "empty", "waiting", "busy", "backing_off", "turn_over", "lease_lost"
     finished: int = 0
+
+
+@dataclass(frozen=True)
+class CallbackChange:
+    """What the pass needs of a stored PagerDuty state change (see producer.callbacks)."""
+
+    action: str
+    incident_id: str
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """MoniTao's callback endpoint, gated like a destination (circuit, budget)."""
+
+    name: str
+    url: str
+    rate_limit_per_minute: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,8 @@ class SlotPass:
 
     def _deliver(self, head: Head) -> bool:
         """Act on the head event; True when it reached a final state, False when it waits."""
+        if self.destination_name == defaults.CALLBACK_DESTINATION:
+            return self._deliver_callback(head)
         raw_event = head.fields.get("event")
         if raw_event is None:
             self._finish(head, None, "dead_lettered", reason="malformed",
@@ -171,10 +193,47 @@ class SlotPass:
                          error=f"level {event.level!r} has no severity mapping")
             return True
 
+        return self._attempt(head, event, destination,
+                             lambda: post_event(self.ctx.http(), destination.url, body))
+
+    def _deliver_callback(self, head: Head) -> bool:
+        """Deliver a PagerDuty state change to MoniTao's callback URL, signed."""
+        settings = self.settings
+        raw = head.fields.get("event")
+        change = CallbackChange(head.fields.get("action") or "state_change",
+                                head.fields.get("incident_id") or "unknown")
+        if not settings.callback_url or settings.callback_secret is None:
+            self._finish(head, change, "dead_lettered", reason="unknown_destination",
+                         error="no callback URL is configured on this worker")
+            return True
+        try:
+            valid = raw is not None and isinstance(json.loads(raw), dict)
+        except ValueError:
+            valid = False
+        if not valid:
+            self._finish(head, change, "dead_lettered", reason="malformed",
+                         error="cannot decode the stored state change")
+            return True
+        age_ms = head.now_ms - head.enqueued_at
+        if age_ms > settings.max_event_age_seconds * 1000:
+            self._finish(head, change, "dead_lettered", reason="expired",
+                         error=f"undelivered after {age_ms / 1000:.0f} s")
+            return True
+        target = CallbackTarget(self.destination_name, settings.callback_url,
+                                settings.callback_rate_limit_per_minute)
+        content, headers = callback_request(raw or "", head.event_id,
+                                            settings.callback_secret.get_secret_value())
+        return self._attempt(head, change, target,
+                             lambda: post_raw(self.ctx.http(), target.url, content, headers))
+
+    def _attempt(self, head: Head, event: AlertEvent | CallbackChange,
+                 destination: Destination | CallbackTarget,
+                 send: Callable[[], Outcome]) -> bool:
+        """Pass the gate, send, and finish or schedule a retry; True when the event is final."""
         admission = self._admit(head, event, destination)
         if not admission.allowed:
             return False
-        outcome = post_event(self.ctx.http(), destination.url, body)
+        outcome = send()
         metrics.record_attempt(self.destination_name, outcome.kind, outcome.latency_ms / 1000)
         attempt = head.attempts + 1
         attempt_entry = self._entry(
@@ -280,7 +339,8 @@ class SlotPass:
         self._finish(head, follow_up, "superseded", reason="flap",
                      error="its trigger was resolved before it was sent")
 
-    def _admit(self, head: Head, event: AlertEvent, destination: Destination) -> Admission:
+    def _admit(self, head: Head, event: AlertEvent | CallbackChange,
+               destination: Destination | CallbackTarget) -> Admission:
         keys, endpoint = self.keys, endpoint_id(destination.url)
         base = self._entry("", head.event_id, event.action)[2:]
         raw = self.ctx.scripts.gate(
@@ -299,7 +359,7 @@ class SlotPass:
             log.info("slot %s waits %d ms: %s", self.slot, admission.wait_ms, admission.reason)
         return admission
 
-    def _account_params(self, destination: Destination, outcome: Outcome,
+    def _account_params(self, destination: Destination | CallbackTarget, outcome: Outcome,
                         admission: Admission) -> tuple[list[str], list[str]]:
         """KEYS and ARGV tails that feed `admission.ACCOUNT` with this outcome."""
         keys, settings, endpoint = self.keys, self.settings, endpoint_id(destination.url)
@@ -327,7 +387,8 @@ class SlotPass:
                               **extra)
 
     def _finish(
-        self, head: Head, event: AlertEvent | None, state: str, *, reason: str = "",
+        self, head: Head, event: AlertEvent | CallbackChange | None, state: str, *,
+        reason: str = "",
         error: str = "", attempt: int | None = None, outcome: Outcome | None = None,
         attempt_entry: list[str] | None = None,
         account: tuple[list[str], list[str]] | None = None, raw: str | None = None,
@@ -387,7 +448,8 @@ class SlotPass:
             ["none", json.dumps({"threshold": 1})],
         )
 
-    def _retry(self, head: Head, event: AlertEvent, attempt: int, outcome: Outcome,
+    def _retry(self, head: Head, event: AlertEvent | CallbackChange, attempt: int,
+               outcome: Outcome,
                attempt_entry: list[str], account: tuple[list[str], list[str]]) -> None:
         keys, settings, slot = self.keys, self.settings, self.slot
         backoff_ms = int(retry_delay(attempt, settings.retry_base_seconds,
