@@ -45,9 +45,11 @@ TIMELINE_RETENTION_SECONDS = 7 * 24 * 3600.0
 EVENT_RETENTION_SECONDS = 7 * 24 * 3600.0
 
 # Delivery is I/O bound: threads wait on PagerDuty's latency without a process each.
+# Measured by `make bench` at 150 ms (README, Performance): 32 threads reach ~170 events/s,
+# 64 about 250-300 (where one process becomes CPU-bound), 128 no more; prefork x16 ~95.
 WORKER_POOL = "threads"
 WORKER_POOLS = ("threads", "prefork", "solo")
-WORKER_CONCURRENCY = 32
+WORKER_CONCURRENCY = 64
 
 # PagerDuty allows about 120 events per routing key per minute; stay a little under it.
 RATE_LIMIT_PER_MINUTE = 100
