@@ -523,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats or (5 if full else 3),
         single=1000 if full else 500,
         configs=parse_configs(args.pools or (
-            "threads:64,threads:32,threads:128,prefork:8" if full else "threads:64")),
+            "threads:64,threads:32,threads:128,prefork:16" if full else "threads:64")),
         latency_seconds=15.0 if full else 8.0,
         redis_url=args.redis_url,
         ack_waker=args.ack_waker,
