@@ -17,8 +17,6 @@ MAX_EVENT_AGE_SECONDS = 24 * 3600.0
 # PagerDuty answers in well under a second; a stalled connection must not hold a key for long.
 HTTP_CONNECT_TIMEOUT = 5.0
 HTTP_READ_TIMEOUT = 10.0
-# Enough keep-alive connections for a threads pool of the default concurrency.
-HTTP_MAX_CONNECTIONS = 100
 
 # A deliver task makes one pass over one key for at most PASS_SECONDS plus one attempt
 # (15 s), so 60 s is "a little above the longest task": Celery restores a message a crashed

@@ -41,7 +41,6 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = Field(defaults.HTTP_CONNECT_TIMEOUT, gt=0)
     http_read_timeout: float = Field(defaults.HTTP_READ_TIMEOUT, gt=0)
-    http_max_connections: int = Field(defaults.HTTP_MAX_CONNECTIONS, ge=1)
 
     visibility_timeout: int = Field(defaults.VISIBILITY_TIMEOUT, ge=10)
     lease_seconds: float = Field(defaults.LEASE_SECONDS, ge=1)

@@ -127,7 +127,7 @@ def test_keyword_override_does_not_hide_other_environment_values(
         ("MONITAO_PD_RETRY_BASE_SECONDS", "abc"),
         ("MONITAO_PD_RETRY_BASE_SECONDS", "-1"),
         ("MONITAO_PD_RETRY_CAP_SECONDS", "0"),
-        ("MONITAO_PD_HTTP_MAX_CONNECTIONS", "0"),
+        ("MONITAO_PD_DISPATCH_BATCH", "0"),
         ("MONITAO_PD_WORKER_CONCURRENCY", "many"),
         ("MONITAO_PD_WORKER_POOL", "gevent"),
         ("MONITAO_PD_VISIBILITY_TIMEOUT", "5"),
@@ -151,7 +151,7 @@ def test_invalid_environment_value_names_variable_and_value(
 
 def test_every_invalid_value_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONITAO_PD_RETRY_BASE_SECONDS", "abc")
-    monkeypatch.setenv("MONITAO_PD_HTTP_MAX_CONNECTIONS", "0")
+    monkeypatch.setenv("MONITAO_PD_DISPATCH_BATCH", "0")
     monkeypatch.setenv("MONITAO_PD_WORKER_POOL", "gevent")
     with pytest.raises(ConfigurationError) as excinfo:
         load_settings()
@@ -159,7 +159,7 @@ def test_every_invalid_value_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) 
     assert len(problems) == 3, problems
     assert {p.split(":", 1)[0] for p in problems} == {
         "MONITAO_PD_RETRY_BASE_SECONDS",
-        "MONITAO_PD_HTTP_MAX_CONNECTIONS",
+        "MONITAO_PD_DISPATCH_BATCH",
         "MONITAO_PD_WORKER_POOL",
     }
     assert str(excinfo.value).count("\n  - ") == 3

@@ -1,0 +1,141 @@
+"""The delivery HTTP transport (httpx over http.client) against real loopback servers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from worker.http_transport import ThreadConnectionsTransport
+
+
+class Server:
+    """A loopback HTTP/1.1 server that counts connections and can misbehave on request."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.delay = 0.0
+        self.close_after_answer = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                outer.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(outer.delay)  # the server's latency, not a test synchronisation
+                self.send_response(202)
+                self.send_header("Content-Length", str(len(body)))
+                if outer.close_after_answer:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                if outer.close_after_answer:
+                    self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v2/enqueue"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    running = Server()
+    yield running
+    running.close()
+
+
+def client(read_timeout: float = 5.0, **kwargs: object) -> httpx.Client:
+    """A client built like `FleetContext.http()`: the same timeouts on client and transport."""
+    return httpx.Client(
+        timeout=httpx.Timeout(read_timeout, connect=2.0),
+        transport=ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=read_timeout,
+                                             **kwargs))
+
+
+def test_one_kept_alive_connection_carries_a_threads_requests(server: Server) -> None:
+    with client() as http:
+        answers = [http.post(server.url, json={"n": n}) for n in range(20)]
+    assert [a.json() for a in answers] == [{"n": n} for n in range(20)]
+    assert {a.status_code for a in answers} == {202}
+    assert server.connections == 1
+
+
+def test_each_thread_has_its_own_connection(server: Server) -> None:
+    with client() as http:
+        threads = [threading.Thread(target=lambda: [http.post(server.url, json={})
+                                                    for _ in range(5)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert server.connections == 4
+
+
+def test_a_connection_the_server_closed_is_replaced_without_an_error(server: Server) -> None:
+    server.close_after_answer = True
+    with client() as http:
+        assert [http.post(server.url, json={}).status_code for _ in range(3)] == [202] * 3
+    assert server.connections == 3
+
+
+def test_a_slow_answer_is_a_read_timeout(server: Server) -> None:
+    server.delay = 1.0
+    with client(read_timeout=0.2) as http:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            http.post(server.url, json={})
+        assert time.monotonic() - started < 0.9
+        server.delay = 0.0
+        assert http.post(server.url, json={}).status_code == 202  # a fresh connection
+
+
+def test_nobody_listening_is_a_connect_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with client() as http, pytest.raises(httpx.ConnectError):
+        http.post(f"http://127.0.0.1:{port}/v2/enqueue", json={})
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a cert")
+def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    server = Server()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    url = server.url.replace("http://", "https://")
+    try:
+        with client() as http, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
+            http.post(url, json={})  # self-signed: not trusted by default
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        with client(ssl_context=trusted) as http:
+            assert http.post(url, json={"ok": 1}).json() == {"ok": 1}
+    finally:
+        server.close()
