@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import pytest
@@ -208,8 +208,7 @@ def test_make_run_delivers_the_demo_incident_and_stops_everything(
     try:
         out, err = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_everything_with(prefix)
     assert process.returncode == 0, err[-3000:]
     table = out[out.index("Timeline of incident"):]
     delivered = [line for line in table.splitlines() if "  delivered  " in line]
@@ -234,6 +233,14 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def kill_everything_with(marker: str) -> None:
+    """SIGKILL every process whose environment holds `marker` (run and its children, which
+    live in sessions of their own), so a failing test leaves nothing running."""
+    for pid in processes_with(marker):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_make_run_started(
     redis_url: str, prefix: str, tmp_path: Path
@@ -255,5 +262,4 @@ def test_ctrl_c_stops_every_process_make_run_started(
                    message="every process of the run to exit")
         assert "stopping" in out.read_text()
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_everything_with(prefix)

@@ -163,6 +163,9 @@ def test_wait_keeps_checking_until_a_worker_starts(
                                 "--wait", "60"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
+        # with no worker yet it keeps checking instead of answering
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=3)
         with make_fleet():
             out, err = waiting.communicate(timeout=60)
     finally:

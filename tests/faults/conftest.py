@@ -44,9 +44,9 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(env: dict[str, str], name: str = "w1", concurrency: int = 8) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path, name, concurrency).start()
-        started.append(worker)
-        return worker
+        worker = WorkerProcess(env, tmp_path, name, concurrency)
+        started.append(worker)  # before start(): one that never gets ready is killed too
+        return worker.start()
 
     yield start
     for worker in started:

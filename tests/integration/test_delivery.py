@@ -6,6 +6,7 @@ import logging
 import random
 
 import pytest
+from celery.signals import before_task_publish
 
 from tests.conftest import Fleet, wait_until
 from worker import dead_letters, timeline
@@ -109,8 +110,8 @@ def test_resending_an_event_id_delivers_it_once(fleet: Fleet) -> None:
 
 
 def test_a_retrying_key_does_not_delay_other_keys(make_fleet) -> None:
-    # a long backoff: the failed key waits at least 3 s (a tenth of the base)
-    with make_fleet(retry_base_seconds=30, retry_cap_seconds=30) as fleet:
+    # a long backoff: the failed key waits at least 60 s (a tenth of the base)
+    with make_fleet(retry_base_seconds=600, retry_cap_seconds=600) as fleet:
         fleet.sim.set_faults(fail_next=1)
         stuck = fleet.producer.send_many([incident(1, "slow", "trigger"),
                                           incident(1, "slow", "resolve")])
@@ -128,16 +129,28 @@ def test_routing_key_never_reaches_redis_or_logs(
     fleet: Fleet, routing_key: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    fleet.sim.set_faults(fail_next=1)
-    ids = fleet.producer.send_many([
-        incident(5, 6, "trigger", details={"note": "x"}), incident(5, 6, "resolve"),
-    ])
-    fleet.sim.set_faults()
-    fleet.wait_final(ids)
-    # and one dead letter, so every record type exists
-    fleet.sim.set_faults(force_status=400)
-    [rejected] = fleet.producer.send_many([incident(9, 9, "trigger")])
-    fleet.wait_final([rejected])
+    published: list[str] = []  # every broker message: the producer's and the dispatcher's
+
+    def capture(body: object = None, headers: object = None, **_: object) -> None:
+        published.append(repr((body, headers)))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        fleet.sim.set_faults(fail_next=1)  # a retry, so the dispatcher publishes too
+        ids = fleet.producer.send_many([
+            incident(5, 6, "trigger", details={"note": "x"}), incident(5, 6, "resolve"),
+        ])
+        fleet.wait_final(ids)
+        # and one dead letter, so every record type exists
+        fleet.sim.set_faults(force_status=400)
+        [rejected] = fleet.producer.send_many([incident(9, 9, "trigger")])
+        fleet.wait_final([rejected])
+    finally:
+        before_task_publish.disconnect(capture)
+    assert any(e["stage"] == "retry_scheduled"
+               for e in timeline.read(fleet.redis, fleet.keys, "6"))
+    assert len(published) >= 3 and all("monitao-monitor-" in m for m in published)
+    assert not [m for m in published if routing_key in m]
 
     written = []
     for key in fleet.redis.scan_iter(match=f"{prefix}*"):

@@ -45,7 +45,7 @@ def test_suppressed_trigger_suppresses_its_resolve_even_after_the_window(fleet: 
 
 def test_held_events_are_delivered_when_the_window_ends(fleet: Fleet) -> None:
     now = datetime.now(UTC)
-    ends = now + timedelta(seconds=3)
+    ends = now + timedelta(seconds=6)
     add_window(fleet.redis, fleet.keys, MaintenanceWindow(
         id="hold", destination="prod", start=now - timedelta(minutes=1), end=ends,
         mode="hold"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -596,6 +597,9 @@ def test_serve_prints_its_address_and_stops_on_sigterm():
     )
     try:
         assert proc.stdout is not None
+        # a bounded read: a simulator that never prints fails the test instead of hanging it
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "the simulator printed nothing within 20 s"
         line = proc.stdout.readline().strip()
         assert line.startswith("PagerDuty simulator listening on http://127.0.0.1:")
         base = line.rsplit(" ", 1)[1]

@@ -57,7 +57,11 @@ def test_serves_as_a_process_and_never_prints_the_secret(redis_url: str, prefix:
         assert 'monitao_pd_webhooks_total{event_type="other",result="unauthorized"}' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
+        try:
+            output, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never leave the receiver running
+            output, _ = process.communicate(timeout=10)
     assert process.returncode == 0, output
     assert "listening on" in output and "2 secret(s)" in output
     assert SECRET not in output and "old-secret-x" not in output

@@ -129,8 +129,13 @@ def test_state_changes_reach_monitao_signed_and_in_order_through_a_failing_endpo
             for headers, body in monitao.requests:
                 assert headers["X-MoniTao-Signature"] == sign(CALLBACK_SECRET, body)
             # the endpoint's two failures were retried, in order, by the same machinery
-            entries = [e for e in timeline.read(fleet.redis, fleet.keys, "cb-1")
-                       if e["destination"] == "@callback" and e["stage"] == "attempt"]
+            def attempts() -> list[dict]:
+                return [e for e in timeline.read(fleet.redis, fleet.keys, "cb-1")
+                        if e["destination"] == "@callback" and e["stage"] == "attempt"]
+
+            # the endpoint records a request before answering; the attempt entry follows
+            entries = wait_until(lambda: len(attempts()) >= 4 and attempts(), 10,
+                                 message="four callback attempts in the timeline")
             assert [e.get("http_status") for e in entries] == [503, 503, 204, 204]
             assert len(monitao.requests) == 4
     finally:

@@ -23,6 +23,7 @@ class Server:
 
     def __init__(self) -> None:
         self.connections = 0
+        self.lock = threading.Lock()
         self.delay = 0.0
         self.close_after_answer = False
         outer = self
@@ -31,7 +32,8 @@ class Server:
             protocol_version = "HTTP/1.1"
 
             def setup(self) -> None:
-                outer.connections += 1
+                with outer.lock:
+                    outer.connections += 1
                 super().setup()
 
             def do_POST(self) -> None:
@@ -83,13 +85,18 @@ def test_one_kept_alive_connection_carries_a_threads_requests(server: Server) ->
 
 
 def test_each_thread_has_its_own_connection(server: Server) -> None:
+    statuses: list[int] = []
+
+    def post_five(http: httpx.Client) -> None:
+        statuses.extend(http.post(server.url, json={}).status_code for _ in range(5))
+
     with client() as http:
-        threads = [threading.Thread(target=lambda: [http.post(server.url, json={})
-                                                    for _ in range(5)]) for _ in range(4)]
+        threads = [threading.Thread(target=post_five, args=(http,)) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=30)
+    assert statuses == [202] * 20
     assert server.connections == 4
 
 

@@ -218,8 +218,14 @@ def test_two_worker_processes_gauges_agree_and_counters_add_up(two_workers) -> N
 
     def settled() -> list[Samples] | None:
         scraped = [scrape(port) for port in ports]
-        return scraped if all(value(s, "monitao_pd_dead_letters", reason="rejected") == 1
-                              for s in scraped) else None
+        # workers count an event just after its finish script: wait for all 31 counted too
+        finished = sum(value(s, "monitao_pd_events_finished_total", destination="prod",
+                             state=state, reason=reason) or 0
+                       for s in scraped for state, reason in (("delivered", ""),
+                                                              ("dead_lettered", "rejected")))
+        return scraped if finished == 31 and all(
+            value(s, "monitao_pd_dead_letters", reason="rejected") == 1 for s in scraped
+        ) else None
 
     scraped = wait_until(settled, timeout=10, message="both exporters to see the dead letter")
     # fleet-wide gauges: the same from every worker (aggregate with max, not sum)
