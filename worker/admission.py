@@ -22,16 +22,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # KEYS: 1 lease, 2 schedule, 3 timeline, 4 circuit, 5 circuit_wait, 6 probe, 7 cooldown,
-#       8 window, 9 waiting room
+#       8 window, 9 waiting room, 10 the event
 # ARGV: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
 #       7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
 #       11 timeline entry base fields (JSON list)
-# Returns {1, probe, window member} when the request may go, {0, wait_ms, reason} when the
-# slot must wait.
+# Returns {1, probe, window member} when the request may go (and marks the event `sent`:
+# from now on PagerDuty may have it), {0, wait_ms, reason} when the slot must wait, and
+# {0, 0, 'lease_lost'} when another worker has the slot now: nothing may be sent.
 GATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local slot = ARGV[2]
+
+-- a pass that lost its lease (a slow step, a stalled Redis) must not send: another worker
+-- may have sent this event and the ones after it already
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0, 'lease_lost'} end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[7]), slot)
 
 local function deny(wait, reason, stage)
   wait = math.max(50, math.floor(wait))
@@ -85,6 +92,7 @@ if ahead < free then
   redis.call('ZADD', KEYS[8], now, member)
   redis.call('PEXPIRE', KEYS[8], window_ms)
   if mine then redis.call('ZREM', KEYS[9], slot) end
+  redis.call('HSET', KEYS[10], 'sent', 1)
   return {1, probe, member}
 end
 

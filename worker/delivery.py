@@ -110,7 +110,7 @@ class SlotPass:
         # Leasing the slot also takes its head event: one round trip.
         raw = self.ctx.scripts.acquire(
             keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.hold(slot),
-                  keys.suppressed(slot)],
+                  keys.suppressed(slot), keys.last_sent(slot)],
             args=[self.token, self.lease_ms, slot, keys.event("")],
         )
         if raw[0] != 1:
@@ -133,7 +133,7 @@ class SlotPass:
                     return report
                 raw = self.ctx.scripts.take_head(
                     keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot),
-                          keys.suppressed(slot)],
+                          keys.suppressed(slot), keys.last_sent(slot)],
                     args=[self.token, self.lease_ms, slot, keys.event("")],
                 )
                 if raw[0] != 1:
@@ -182,7 +182,7 @@ class SlotPass:
         held = self._maintenance(head, event)
         if held is not None:
             return held
-        if destination.coalesce and event.action == "trigger" and head.attempts == 0 and (
+        if destination.coalesce and event.action == "trigger" and not head.fields.get("sent") and (
             self._coalesce(head, event)
         ):
             return True
@@ -263,7 +263,13 @@ class SlotPass:
 
     def _maintenance(self, head: Head, event: AlertEvent) -> bool | None:
         """Suppress or hold the event for a maintenance window; None when it may go on."""
-        if event.action != "trigger" and head.fields.get("_suppressed") == "1":
+        # PagerDuty holds an open alert of this key: its acknowledge and resolve must go,
+        # window or not, or the incident it opened would never close
+        follow_up_of_open = event.action != "trigger" and (
+            head.fields.get("_last_sent") in ("trigger", "acknowledge"))
+        if event.action != "trigger" and head.fields.get("_suppressed") == "1" and (
+            not follow_up_of_open
+        ):
             self._finish(head, event, "suppressed", reason="trigger_suppressed",
                          error="its trigger was suppressed by a maintenance window")
             return True
@@ -272,6 +278,8 @@ class SlotPass:
         if governing is None:
             return None
         window, until = governing
+        if window.mode == "suppress" and follow_up_of_open:
+            return None
         if window.mode == "suppress":
             self._finish(head, event, "suppressed", reason="maintenance",
                          error=f"maintenance window {window.id} ({window.describe()})")
@@ -299,10 +307,8 @@ class SlotPass:
         Returns True when the head was superseded.
         """
         keys = self.keys
-        pipe = self.ctx.redis.pipeline(transaction=False)
-        pipe.lrange(keys.mailbox(self.slot), 1, 50)
-        pipe.get(keys.last_sent(self.slot))
-        following, last_sent = pipe.execute()
+        following = self.ctx.redis.lrange(keys.mailbox(self.slot), 1, 50)
+        last_sent = head.fields.get("_last_sent")
         if not following:
             return False
         pipe = self.ctx.redis.pipeline(transaction=False)
@@ -326,7 +332,7 @@ class SlotPass:
         """End a flap's acknowledge or resolve, now at the head, as superseded too."""
         raw = self.ctx.scripts.take_head(
             keys=[self.keys.lease(self.slot), self.keys.schedule, self.keys.mailbox(self.slot),
-                  self.keys.suppressed(self.slot)],
+                  self.keys.suppressed(self.slot), self.keys.last_sent(self.slot)],
             args=[self.token, self.lease_ms, self.slot, self.keys.event("")],
         )
         if raw[0] != 1 or raw[2] != event_id:
@@ -347,7 +353,8 @@ class SlotPass:
             keys=[keys.lease(self.slot), keys.schedule, keys.timeline(event.incident_id),
                   keys.circuit(endpoint), keys.circuit_waiting(endpoint),
                   keys.circuit_probe(endpoint), keys.cooldown(destination.name),
-                  keys.rate_window(destination.name), keys.rate_waiting(destination.name)],
+                  keys.rate_window(destination.name), keys.rate_waiting(destination.name),
+                  keys.event(head.event_id)],
             args=[self.token, self.slot, head.event_id, head.enqueued_at,
                   destination.rate_limit_per_minute,
                   int(self.settings.rate_window_seconds * 1000), self.lease_ms,

@@ -39,7 +39,7 @@ end
 return due
 """
 
-# KEYS: lease, schedule, mailbox, hold, suppressed marker
+# KEYS: lease, schedule, mailbox, hold, suppressed marker, last sent action
 # ARGV: token, lease_ms, slot, event key prefix
 # Returns {-2} while the slot backs off, {-1} when another worker holds it, {0} when there
 # is nothing to deliver (the slot leaves the schedule), else the lease is taken and the
@@ -52,7 +52,11 @@ if held ~= -2 then
   redis.call('ZADD', KEYS[2], now + math.max(held, 0) + 1, ARGV[3])
   return {-2}
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  -- a client retry of this very call finds its own token: carry on
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 local id = redis.call('LINDEX', KEYS[3], 0)
 if not id then
   redis.call('DEL', KEYS[1])
@@ -60,15 +64,17 @@ if not id then
   return {0}
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[5]))}
+local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[5])),
+                '_last_sent', redis.call('GET', KEYS[6]) or ''}
 for _, v in ipairs(redis.call('HGETALL', ARGV[4] .. id)) do result[#result + 1] = v end
 return result
 """
 
-# KEYS: lease, schedule, mailbox, suppressed marker
+# KEYS: lease, schedule, mailbox, suppressed marker, last sent action
 # ARGV: token, lease_ms, slot, event key prefix
 # Renews the lease and returns {1, now, event_id, field, value, ...} for the head event
-# (with a `_suppressed` field: whether the slot's trigger was suppressed by maintenance),
+# (with `_suppressed`: whether the slot's trigger was suppressed by maintenance, and
+# `_last_sent`: the action of the slot's last event PagerDuty accepted),
 # {0} when the mailbox is empty (the slot leaves the schedule and the lease is released),
 # {-1} when the lease was lost.
 TAKE_HEAD = NOW + """
@@ -81,7 +87,8 @@ if not id then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[4]))}
+local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[4])),
+                '_last_sent', redis.call('GET', KEYS[5]) or ''}
 for _, v in ipairs(redis.call('HGETALL', ARGV[4] .. id)) do result[#result + 1] = v end
 return result
 """
@@ -111,16 +118,29 @@ else
 end
 append_timeline(KEYS[5], ARGV[10], tonumber(ARGV[7]), ARGV[8])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  -- the slot stays ours: lease and schedule move on together, so a crash from here is
+  -- recovered when the lease ends, not when a later claim does
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[5]), ARGV[3])
 end
 -- maintenance: follow-ups of a suppressed trigger are suppressed too, until a trigger of
 -- the slot (or its resolve) goes through
-if ARGV[4] == 'suppressed' and ARGV[13] == 'trigger' then
+-- (unless PagerDuty holds an open alert of the slot: its resolve must still go)
+local open = redis.call('GET', KEYS[14])
+open = open == 'trigger' or open == 'acknowledge'
+if ARGV[4] == 'suppressed' and ARGV[13] == 'trigger' and not open then
   redis.call('SET', KEYS[13], '1', 'PX', ARGV[6])
 elseif ARGV[13] == 'resolve' or (ARGV[4] == 'delivered' and ARGV[13] == 'trigger') then
   redis.call('DEL', KEYS[13])
 end
-if ARGV[4] == 'delivered' then redis.call('SET', KEYS[14], ARGV[13], 'PX', ARGV[6]) end
+-- what PagerDuty holds for the slot: kept while an alert is open, gone once resolved
+if ARGV[4] == 'delivered' then
+  if ARGV[13] == 'resolve' then
+    redis.call('DEL', KEYS[14])
+  else
+    redis.call('SET', KEYS[14], ARGV[13], 'PX', 90 * 86400000)
+  end
+end
 local health = account(ARGV[11], cjson.decode(ARGV[12]),
                        {KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[3], KEYS[11], KEYS[12]})
 local left = redis.call('LLEN', KEYS[2])
