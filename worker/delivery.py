@@ -70,6 +70,11 @@ class Head:
     now_ms: int
     fields: dict[str, str]
 
+    @classmethod
+    def from_reply(cls, raw: list[Any]) -> Head:
+        """From ACQUIRE's or TAKE_HEAD's reply {1, now, event_id, field, value, ...}."""
+        return cls(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
+
     @property
     def attempts(self) -> int:
         return int(self.fields.get("attempts") or 0)
@@ -120,8 +125,7 @@ class SlotPass:
         deadline = time.monotonic() + self.settings.pass_seconds
         try:
             while True:
-                head = Head(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
-                if not self._deliver(head):
+                if not self._deliver(Head.from_reply(raw)):
                     report.ended = "waiting"
                     return report
                 report.finished += 1
@@ -131,11 +135,7 @@ class SlotPass:
                     self._release(due_in_ms=0)
                     report.ended = "turn_over"
                     return report
-                raw = self.ctx.scripts.take_head(
-                    keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot),
-                          keys.suppressed(slot), keys.last_sent(slot)],
-                    args=[self.token, self.lease_ms, slot, keys.event("")],
-                )
+                raw = self._take_head()
                 if raw[0] != 1:
                     report.ended = "empty" if raw[0] == 0 else "lease_lost"
                     return report
@@ -148,6 +148,15 @@ class SlotPass:
             except Exception:  # noqa: BLE001 - already failing; the lease TTL recovers it
                 log.warning("could not release %s; its lease will expire", slot)
             raise
+
+    def _take_head(self) -> list[Any]:
+        """TAKE_HEAD's reply for this slot: renew the lease, read the head event."""
+        keys, slot = self.keys, self.slot
+        return self.ctx.scripts.take_head(  # type: ignore[no-any-return]
+            keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.suppressed(slot),
+                  keys.last_sent(slot)],
+            args=[self.token, self.lease_ms, slot, keys.event("")],
+        )
 
     def _deliver(self, head: Head) -> bool:
         """Act on the head event; True when it reached a final state, False when it waits."""
@@ -330,14 +339,10 @@ class SlotPass:
 
     def _supersede_follow_up(self, event_id: str) -> None:
         """End a flap's acknowledge or resolve, now at the head, as superseded too."""
-        raw = self.ctx.scripts.take_head(
-            keys=[self.keys.lease(self.slot), self.keys.schedule, self.keys.mailbox(self.slot),
-                  self.keys.suppressed(self.slot), self.keys.last_sent(self.slot)],
-            args=[self.token, self.lease_ms, self.slot, self.keys.event("")],
-        )
+        raw = self._take_head()
         if raw[0] != 1 or raw[2] != event_id:
             return  # the lease was lost or the mailbox changed: the next pass decides
-        head = Head(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
+        head = Head.from_reply(raw)
         try:
             follow_up = AlertEvent.from_json(head.fields["event"])
         except (KeyError, ValueError):

@@ -72,7 +72,7 @@ class Dispatcher:
             self._broker = self.ctx.redis if url == self.ctx.settings.redis_url else (
                 redis_client(self.ctx.settings, url=url, check=False)
             )
-        return int(self._broker.llen(self.ctx.keys.prefix + defaults.QUEUE_NAME))
+        return int(self._broker.llen(self.ctx.keys.queue(defaults.QUEUE_NAME)))
 
     def _run(self) -> None:
         interval = self.ctx.settings.dispatch_interval
