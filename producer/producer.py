@@ -9,7 +9,6 @@ from typing import Any
 import redis
 from celery import Celery
 
-from config import defaults
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.errors import InvalidEventError, RedisUnavailableError, UnknownDestinationError
@@ -17,7 +16,7 @@ from config.keyspace import Keyspace
 from config.settings import Settings, load_settings, redact_url
 from producer.enqueue import DUPLICATE, PUBLISH, enqueue_arguments, register_enqueue
 from producer.event import AlertEvent, parse_event
-from worker.broker import pipelined
+from worker.broker import publish_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +133,7 @@ class AlertProducer:
         # entries come due and a dispatcher publishes the tasks, so a failure only delays.
         # One kombu producer serves the whole batch, in one broker round trip.
         try:
-            with self.celery.producer_or_acquire() as producer, pipelined(producer):
-                for destination, dedup_key in slots:
-                    self.celery.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key),
-                                          producer=producer)
+            publish_deliveries(self.celery, slots)
         except Exception as exc:  # noqa: BLE001 - any broker failure is recoverable here
             log.warning(
                 "could not publish the deliver tasks of %d slot(s) (%s); a dispatcher will",

@@ -21,6 +21,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from config import defaults
+
 _ORIGINAL = kombu_redis.Channel._create_client
 
 
@@ -67,3 +69,13 @@ def pipelined(producer: Any) -> Iterator[None]:
     finally:
         _batch.target = previous
     pipe.execute()
+
+
+def publish_deliveries(app: Any, slots: list[tuple[str, str]]) -> None:
+    """Publish the deliver task of each (destination, dedup_key), in one broker round trip."""
+    if not slots:
+        return
+    with app.producer_or_acquire() as producer, pipelined(producer):
+        for destination, dedup_key in slots:
+            app.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key),
+                          producer=producer)

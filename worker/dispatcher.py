@@ -17,7 +17,7 @@ from celery import Celery
 from config import defaults
 from config.connections import redis_client
 from config.keyspace import split_slot
-from worker.broker import pipelined
+from worker.broker import publish_deliveries
 from worker.context import FleetContext
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ class Dispatcher:
             keys=[keys.schedule],
             args=[int(settings.claim_seconds * 1000), min(room, settings.dispatch_batch)],
         )
-        with self.app.producer_or_acquire() as producer, pipelined(producer):
-            for slot in slots:
-                destination, dedup_key = split_slot(slot)
-                self.app.send_task(defaults.DELIVER_TASK, args=(destination, dedup_key),
-                                   producer=producer)
+        publish_deliveries(self.app, [split_slot(slot) for slot in slots])
         return len(slots)
 
     def _queue_length(self) -> int:
