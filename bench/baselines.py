@@ -51,7 +51,7 @@ def create_app(broker_url: str, prefix: str) -> Celery:
         result_backend=None,
         task_default_queue=QUEUE,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         enable_utc=True,
     )
     app.steps["consumer"].add(AckWakerStep)

@@ -8,6 +8,7 @@ builds an app for given settings (tests, the producer).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from worker.broker import reuse_channel_clients
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
 from worker.dispatcher import Dispatcher
+from worker.follow_ons import deliver_follow_ons
 from worker.poison import record_malformed
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": defaults.QUEUE_NAME,
         "task_create_missing_queues": True,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task-sent events: a message a task takes as a follow-on (worker/follow_ons.py)
+        # is never received by a consumer, and Flower would show it pending for ever.
+        "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
         "worker_concurrency": settings.worker_concurrency,
@@ -77,10 +81,14 @@ class DispatcherStep(bootsteps.StartStopStep):
         self.dispatcher: Dispatcher | None = None
 
     def start(self, worker: Any) -> None:
+        worker.app.fleet.stopping.clear()
         self.dispatcher = Dispatcher(worker.app.fleet, worker.app)
         self.dispatcher.start()
 
     def stop(self, worker: Any) -> None:
+        # Running tasks finish their pass but take no follow-on message (the pool, stopped
+        # after this step, waits for them).
+        worker.app.fleet.stopping.set()
         if self.dispatcher is not None:
             self.dispatcher.stop()
             self.dispatcher = None
@@ -138,13 +146,21 @@ def create_app(
     @app.task(bind=True, name=defaults.DELIVER_TASK, shared=False, acks_late=True,
               reject_on_worker_lost=True, ignore_result=True)
     def deliver(self: Task, destination: str, dedup_key: str) -> dict[str, Any]:
-        """Make one delivery pass over the slot (destination, dedup_key)."""
+        """Make one delivery pass over the slot (destination, dedup_key), then the passes
+        of deliver messages still queued (worker/follow_ons.py), within one pass's time."""
         if not isinstance(destination, str) or not isinstance(dedup_key, str):
             record_malformed(fleet, repr((destination, dedup_key)), "deliver task arguments",
                              "arguments must be two strings: destination, dedup_key")
             return {"ended": "malformed"}
-        report = deliver_slot(fleet, destination, dedup_key, task_id=self.request.id)
-        return {"slot": report.slot, "ended": report.ended, "finished": report.finished}
+        task_id = self.request.id
+        deadline = time.monotonic() + fleet.settings.pass_seconds
+        report = deliver_slot(fleet, destination, dedup_key, task_id=task_id,
+                              deadline=deadline)
+        follow_ons = deliver_follow_ons(
+            fleet, lambda d, k: deliver_slot(fleet, d, k, task_id=task_id, deadline=deadline),
+            deadline=deadline)
+        return {"slot": report.slot, "ended": report.ended, "finished": report.finished,
+                "follow_ons": follow_ons}
 
     return app
 

@@ -52,10 +52,11 @@ _batch = threading.local()
 def pipelined(producer: Any) -> Iterator[None]:
     """Send what this thread publishes through `producer` inside the block in one round trip.
 
-    Celery's `send_task` costs two broker round trips (LPUSH of the message, PUBLISH of its
-    task-sent event); inside the block, the commands are queued on one redis-py pipeline
-    and sent when the block ends. A failure there raises from the `with` statement: none
-    or some of the messages were published, as when `send_task` fails half way.
+    Celery's `send_task` costs a broker round trip (the LPUSH of the message, and the
+    PUBLISH of a task-sent event where those are on); inside the block, the commands are
+    queued on one redis-py pipeline and sent when the block ends. A failure there raises
+    from the `with` statement: none or some of the messages were published, as when
+    `send_task` fails half way.
     """
     channel = producer.channel
     if not isinstance(channel, kombu_redis.Channel):  # another transport: as it is

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import httpx
 import redis
@@ -18,6 +19,10 @@ from config.settings import Settings, load_settings
 from worker.http_transport import ThreadConnectionsTransport
 from worker.maintenance import MaintenanceView
 from worker.scripts import WorkerScripts
+from worker.sender import USER_AGENT
+
+if TYPE_CHECKING:
+    from worker.follow_ons import FollowOns
 
 
 class FleetContext:
@@ -35,7 +40,9 @@ class FleetContext:
         self._settings = settings
         self._destinations = dict(destinations) if destinations is not None else None
         self._lock = threading.Lock()
-        self._http: tuple[int, httpx.Client] | None = None
+        self._http: tuple[int, httpx.Client, ThreadConnectionsTransport] | None = None
+        # Set while the worker shuts down: tasks then take no follow-on messages.
+        self.stopping = threading.Event()
 
     @cached_property
     def settings(self) -> Settings:
@@ -58,6 +65,21 @@ class FleetContext:
     def redis(self) -> redis.Redis:
         """The state Redis client (thread-safe connection pool)."""
         return redis_client(self.settings, check=False)
+
+    @cached_property
+    def broker_redis(self) -> redis.Redis:
+        """A client of the Celery broker's Redis (`redis` itself when it is the same URL)."""
+        url = self.settings.celery_broker_url
+        if url == self.settings.redis_url:
+            return self.redis
+        return redis_client(self.settings, url=url, check=False)
+
+    @cached_property
+    def follow_ons(self) -> FollowOns:
+        """Takes queued deliver messages off the broker queue (worker/follow_ons.py)."""
+        from worker.follow_ons import FollowOns
+
+        return FollowOns(self)
 
     @cached_property
     def scripts(self) -> WorkerScripts:
@@ -83,17 +105,23 @@ class FleetContext:
                 s = self.settings
                 # One kept-alive connection per thread (worker/http_transport.py): httpx's
                 # own pool costs more CPU per request the more threads share it.
+                transport = ThreadConnectionsTransport(
+                    connect_timeout=s.http_connect_timeout, read_timeout=s.http_read_timeout)
                 client = httpx.Client(
                     timeout=httpx.Timeout(s.http_read_timeout, connect=s.http_connect_timeout),
-                    transport=ThreadConnectionsTransport(
-                        connect_timeout=s.http_connect_timeout,
-                        read_timeout=s.http_read_timeout,
-                    ),
-                    headers={"User-Agent": "monitao-pagerduty/0.1"},
+                    transport=transport,
+                    headers={"User-Agent": USER_AGENT},
                     follow_redirects=False,
                 )
-                self._http = (pid, client)
+                self._http = (pid, client, transport)
             return self._http[1]
+
+    def poster(self) -> ThreadConnectionsTransport:
+        """What delivery posts with: the transport of `http()`, without httpx's request and
+        response objects (worker/http_transport.py)."""
+        self.http()
+        assert self._http is not None
+        return self._http[2]
 
     def close(self) -> None:
         """Close the HTTP client and Redis connections of this process."""
@@ -101,5 +129,7 @@ class FleetContext:
             if self._http is not None and self._http[0] == os.getpid():
                 self._http[1].close()
             self._http = None
+        if "broker_redis" in self.__dict__ and self.broker_redis is not self.__dict__.get("redis"):
+            self.broker_redis.close()
         if "redis" in self.__dict__:
             self.redis.close()

@@ -90,17 +90,22 @@ def endpoint_id(url: str) -> str:
 
 
 def deliver_slot(
-    ctx: FleetContext, destination: str, dedup_key: str, *, task_id: str | None = None
+    ctx: FleetContext, destination: str, dedup_key: str, *, task_id: str | None = None,
+    deadline: float | None = None,
 ) -> PassReport:
-    """Deliver the pending events of one slot, in order, until it is empty or must wait."""
-    return SlotPass(ctx, destination, dedup_key, task_id).run()
+    """Deliver the pending events of one slot, in order, until it is empty or must wait.
+
+    The pass takes no new event after `deadline` (a `time.monotonic()` reading; by default
+    `pass_seconds` from now) and gives the slot back, due at once.
+    """
+    return SlotPass(ctx, destination, dedup_key, task_id, deadline).run()
 
 
 class SlotPass:
     """The state of one pass: the slot, the lease token, and the keys it touches."""
 
     def __init__(self, ctx: FleetContext, destination: str, dedup_key: str,
-                 task_id: str | None) -> None:
+                 task_id: str | None, deadline: float | None = None) -> None:
         self.ctx, self.settings, self.keys = ctx, ctx.settings, ctx.keys
         self.destination_name, self.dedup_key, self.task_id = destination, dedup_key, task_id
         self.slot = slot_of(destination, dedup_key)
@@ -109,6 +114,8 @@ class SlotPass:
         self.retention_ms = int(self.settings.timeline_retention_seconds * 1000)
         # Set by a finish that released the lease because the mailbox was left empty.
         self.released = False
+        self.deadline = deadline if deadline is not None else (
+            time.monotonic() + self.settings.pass_seconds)
 
     def run(self) -> PassReport:
         keys, slot = self.keys, self.slot
@@ -122,7 +129,6 @@ class SlotPass:
             return PassReport(slot, {0: "empty", -1: "busy"}.get(raw[0], "backing_off"))
 
         report = PassReport(slot, "empty")
-        deadline = time.monotonic() + self.settings.pass_seconds
         try:
             while True:
                 if not self._deliver(Head.from_reply(raw)):
@@ -131,7 +137,7 @@ class SlotPass:
                 report.finished += 1
                 if self.released:  # the finish script found the mailbox empty and ended
                     return report
-                if time.monotonic() > deadline:
+                if time.monotonic() > self.deadline:
                     self._release(due_in_ms=0)
                     report.ended = "turn_over"
                     return report
@@ -203,7 +209,7 @@ class SlotPass:
             return True
 
         return self._attempt(head, event, destination,
-                             lambda: post_event(self.ctx.http(), destination.url, body))
+                             lambda: post_event(self.ctx.poster(), destination.url, body))
 
     def _deliver_callback(self, head: Head) -> bool:
         """Deliver a PagerDuty state change to MoniTao's callback URL, signed."""
@@ -233,7 +239,7 @@ class SlotPass:
         content, headers = callback_request(raw or "", head.event_id,
                                             settings.callback_secret.get_secret_value())
         return self._attempt(head, change, target,
-                             lambda: post_raw(self.ctx.http(), target.url, content, headers))
+                             lambda: post_raw(self.ctx.poster(), target.url, content, headers))
 
     def _attempt(self, head: Head, event: AlertEvent | CallbackChange,
                  destination: Destination | CallbackTarget,

@@ -11,18 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
-import redis
 from celery import Celery
 
 from config import defaults
-from config.connections import redis_client
 from config.keyspace import split_slot
 from worker.broker import publish_deliveries
 from worker.context import FleetContext
 
 log = logging.getLogger(__name__)
-
-
 
 
 class Dispatcher:
@@ -33,7 +29,6 @@ class Dispatcher:
         self.app = app
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._broker: redis.Redis | None = None
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
@@ -63,12 +58,7 @@ class Dispatcher:
         return len(slots)
 
     def _queue_length(self) -> int:
-        if self._broker is None:
-            url = self.ctx.settings.celery_broker_url
-            self._broker = self.ctx.redis if url == self.ctx.settings.redis_url else (
-                redis_client(self.ctx.settings, url=url, check=False)
-            )
-        return int(self._broker.llen(self.ctx.keys.queue(defaults.QUEUE_NAME)))
+        return int(self.ctx.broker_redis.llen(self.ctx.keys.queue(defaults.QUEUE_NAME)))
 
     def _run(self) -> None:
         interval = self.ctx.settings.dispatch_interval
