@@ -15,13 +15,21 @@ server closed while idle is noticed before use (the socket reads as ended) and r
 
 from __future__ import annotations
 
+import base64
+import functools
 import http.client
 import select
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 import httpx
+
+# (scheme, host, port): the connections of a thread are kept per origin.
+Origin = tuple[str, str, int | None]
 
 
 class ThreadConnectionsTransport(httpx.BaseTransport):
@@ -37,11 +45,37 @@ class ThreadConnectionsTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin = (url.scheme, url.host, url.port)
         timeouts = request.extensions.get("timeout", {})
-        connect_timeout = timeouts.get("connect", self.connect_timeout)
-        read_timeout = timeouts.get("read", self.read_timeout)
-        connections: dict[tuple[str, str, int | None], http.client.HTTPConnection] = (
+        headers = [(name.decode("latin-1"), value.decode("latin-1"))
+                   for name, value in request.headers.raw]
+        status, response_headers, content = self._exchange(
+            (url.scheme, url.host, url.port), request.method, url.raw_path.decode("ascii"),
+            headers, request.read(), timeouts.get("connect", self.connect_timeout),
+            timeouts.get("read", self.read_timeout), request=request)
+        return httpx.Response(status, headers=response_headers, content=content,
+                              request=request)
+
+    def post(self, url: str, content: bytes,
+             headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
+        """POST `content` to `url` on this thread's connection; return (status, body).
+
+        The delivery hot path, without building httpx's request and response objects:
+        Host, Content-Length and the URL's credentials (as Basic auth, as httpx sends
+        them) are added here. Raises httpx's errors, like `handle_request`.
+        """
+        target = _target(url)
+        status, _, body = self._exchange(
+            target.origin, "POST", target.path,
+            [*target.headers, ("Content-Length", str(len(content))), *headers], content,
+            self.connect_timeout, self.read_timeout)
+        return status, body
+
+    def _exchange(self, origin: Origin, method: str, path: str,
+                  headers: Sequence[tuple[str, str]], content: bytes,
+                  connect_timeout: float | None, read_timeout: float | None, *,
+                  request: httpx.Request | None = None,
+                  ) -> tuple[int, list[tuple[str, str]], bytes]:
+        connections: dict[Origin, http.client.HTTPConnection] = (
             self._local.__dict__.setdefault("connections", {})
         )
         connection = connections.get(origin)
@@ -49,21 +83,19 @@ class ThreadConnectionsTransport(httpx.BaseTransport):
             self._drop(connections, origin)
             connection = None
         if connection is None:
-            connection = self._connect(url, connect_timeout)
+            connection = self._connect(origin, connect_timeout)
             connections[origin] = connection
             with self._lock:
                 self._all.add(connection)
         try:
             assert connection.sock is not None
             connection.sock.settimeout(read_timeout)
-            target = url.raw_path.decode("ascii")
-            connection.putrequest(request.method, target, skip_host=True,
-                                  skip_accept_encoding=True)
-            for name, value in request.headers.raw:
-                connection.putheader(name.decode("latin-1"), value.decode("latin-1"))
-            connection.endheaders(request.read())
+            connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                connection.putheader(name, value)
+            connection.endheaders(content)
             response = connection.getresponse()
-            content = response.read()
+            body = response.read()
         except TimeoutError as exc:
             self._drop(connections, origin)
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
@@ -73,17 +105,17 @@ class ThreadConnectionsTransport(httpx.BaseTransport):
                                             request=request) from exc
         if response.will_close:
             self._drop(connections, origin)
-        return httpx.Response(response.status, headers=response.getheaders(),
-                              content=content, request=request)
+        return response.status, response.getheaders(), body
 
-    def _connect(self, url: httpx.URL, timeout: float | None) -> http.client.HTTPConnection:
+    def _connect(self, origin: Origin, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, host, port = origin
         connection: http.client.HTTPConnection
-        if url.scheme == "https":
+        if scheme == "https":
             context = self._ssl_context or ssl.create_default_context()
-            connection = http.client.HTTPSConnection(url.host, url.port, timeout=timeout,
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout,
                                                      context=context)
         else:
-            connection = http.client.HTTPConnection(url.host, url.port, timeout=timeout)
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             connection.connect()
             assert connection.sock is not None
@@ -96,8 +128,8 @@ class ThreadConnectionsTransport(httpx.BaseTransport):
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from exc
         return connection
 
-    def _drop(self, connections: dict[tuple[str, str, int | None], http.client.HTTPConnection],
-              origin: tuple[str, str, int | None]) -> None:
+    def _drop(self, connections: dict[Origin, http.client.HTTPConnection],
+              origin: Origin) -> None:
         connection = connections.pop(origin, None)
         if connection is not None:
             connection.close()
@@ -110,6 +142,32 @@ class ThreadConnectionsTransport(httpx.BaseTransport):
             connections, self._all = self._all, set()
         for connection in connections:
             connection.close()
+
+
+@dataclass(frozen=True)
+class _Target:
+    origin: Origin
+    path: str
+    headers: tuple[tuple[str, str], ...]  # Host, and Authorization from URL credentials
+
+
+@functools.lru_cache(maxsize=256)
+def _target(url: str) -> _Target:
+    """Where a request to `url` goes, parsed once per URL (a destination's is fixed)."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise httpx.UnsupportedProtocol(f"cannot post to a {parsed.scheme or 'relative'} URL")
+    default_port = {"http": 80, "https": 443}[parsed.scheme]
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    host_header = host if parsed.port in (None, default_port) else f"{host}:{parsed.port}"
+    headers = [("Host", host_header)]
+    if parsed.userinfo:
+        # the credentials of the URL, sent as httpx sends them (Basic auth)
+        username, _, password = parsed.userinfo.partition(b":")
+        token = base64.b64encode(unquote_to_bytes(username) + b":" + unquote_to_bytes(password))
+        headers.append(("Authorization", "Basic " + token.decode("ascii")))
+    return _Target((parsed.scheme, parsed.host, parsed.port), parsed.raw_path.decode("ascii"),
+                   tuple(headers))
 
 
 def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -13,6 +15,9 @@ import httpx
 Kind = Literal["delivered", "retry", "permanent"]
 
 MAX_ERROR_TEXT = 500
+USER_AGENT = "monitao-pagerduty/0.1"
+BASE_HEADERS = (("User-Agent", USER_AGENT),)
+JSON_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
 
 
 @dataclass(frozen=True)
@@ -41,43 +46,70 @@ def classify(status: int) -> Kind:
     return "permanent"
 
 
-def post_event(client: httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
-    """POST `body` to `url` and classify the answer; network failures are retryable.
+class Poster(Protocol):
+    """Posts bytes and returns (status, body); raises httpx's errors when no answer came.
+
+    `worker.http_transport.ThreadConnectionsTransport` is the worker's; any `httpx.Client`
+    does too (tests mount httpx's MockTransport on one).
+    """
+
+    def post(self, url: str, content: bytes,
+             headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]: ...
+
+
+@dataclass(frozen=True)
+class ClientPoster:
+    """An `httpx.Client` as a `Poster`."""
+
+    client: httpx.Client
+
+    def post(self, url: str, content: bytes,
+             headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
+        response = self.client.post(url, content=content, headers=list(headers))
+        return response.status_code, response.content
+
+
+def post_event(poster: Poster | httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
+    """POST `body` as JSON to `url` and classify the answer; network failures are retryable.
 
     Error texts never include the body (it holds the routing key) and hide URL passwords.
     """
-    return _post(client, url, json=body)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _post(poster, url, content, JSON_HEADERS)
 
 
-def post_raw(client: httpx.Client, url: str, content: bytes,
+def post_raw(poster: Poster | httpx.Client, url: str, content: bytes,
              headers: dict[str, str]) -> Outcome:
     """POST exact bytes (a signed body) and classify the answer like `post_event`."""
-    return _post(client, url, content=content, headers=headers)
+    return _post(poster, url, content, (*BASE_HEADERS, *headers.items()))
 
 
-def _post(client: httpx.Client, url: str, **request: Any) -> Outcome:
+def _post(poster: Poster | httpx.Client, url: str, content: bytes,
+          headers: Sequence[tuple[str, str]]) -> Outcome:
+    if isinstance(poster, httpx.Client):
+        poster = ClientPoster(poster)
     started = time.perf_counter()
     try:
-        response = client.post(url, **request)
+        status, answer = poster.post(url, content, headers)
     except httpx.TimeoutException as exc:
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
     except httpx.HTTPError as exc:
         reason = _scrub(f"{exc.__class__.__name__}: {exc}", url)
         return Outcome("retry", None, _ms(started), reason[:MAX_ERROR_TEXT])
     latency = _ms(started)
-    kind = classify(response.status_code)
-    data = _json_object(response)
+    kind = classify(status)
+    data = _json_object(answer)
+    if kind == "delivered":
+        return Outcome(kind, status, latency, dedup_key=data.get("dedup_key"))
     message = str(data.get("message") or data.get("status") or "")
     errors = _error_list(data.get("errors"))
-    if kind == "delivered":
-        return Outcome(kind, response.status_code, latency, dedup_key=data.get("dedup_key"))
-    error = f"HTTP {response.status_code}" + (f": {message}" if message else "")
-    return Outcome(kind, response.status_code, latency, error[:MAX_ERROR_TEXT], errors)
+    error = f"HTTP {status}" + (f": {message}" if message else "")
+    return Outcome(kind, status, latency, error[:MAX_ERROR_TEXT], errors)
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
+def _json_object(answer: bytes) -> dict[str, Any]:
     try:
-        data = response.json()
+        data = json.loads(answer)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -26,6 +26,7 @@ class Server:
         self.lock = threading.Lock()
         self.delay = 0.0
         self.close_after_answer = False
+        self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers) of each request
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +39,7 @@ class Server:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.seen.append((self.path, dict(self.headers.items())))
                 time.sleep(outer.delay)  # the server's latency, not a test synchronisation
                 self.send_response(202)
                 self.send_header("Content-Length", str(len(body)))
@@ -74,6 +76,37 @@ def client(read_timeout: float = 5.0, **kwargs: object) -> httpx.Client:
         timeout=httpx.Timeout(read_timeout, connect=2.0),
         transport=ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=read_timeout,
                                              **kwargs))
+
+
+def test_post_sends_what_httpx_would_on_the_same_connection(server: Server) -> None:
+    port = server.httpd.server_address[1]
+    url = f"http://us%40er:p%3Ass@127.0.0.1:{port}/v2/enqueue?x=1"
+    transport = ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=5.0)
+    with httpx.Client(transport=transport) as http:
+        status, body = transport.post(url, b'{"n":1}', [("Content-Type", "application/json")])
+        http.post(url, content=b'{"n":1}', headers={"Content-Type": "application/json"})
+
+    assert (status, body) == (202, b'{"n":1}')
+    (fast_path, fast), (httpx_path, by_httpx) = server.seen
+    assert fast_path == httpx_path == "/v2/enqueue?x=1"
+    for name in ("Host", "Content-Length", "Content-Type", "Authorization"):
+        assert fast[name] == by_httpx[name], name
+    assert server.connections == 1  # the same kept-alive connection of this thread
+
+
+def test_post_raises_httpx_errors(server: Server) -> None:
+    transport = ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=0.2)
+    server.delay = 1.0
+    with pytest.raises(httpx.ReadTimeout):
+        transport.post(server.url, b"{}", [])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    with pytest.raises(httpx.ConnectError):
+        transport.post(f"http://127.0.0.1:{free}/v2/enqueue", b"{}", [])
+    with pytest.raises(httpx.UnsupportedProtocol):
+        transport.post("ftp://127.0.0.1/x", b"{}", [])
+    transport.close()
 
 
 def test_one_kept_alive_connection_carries_a_threads_requests(server: Server) -> None:
