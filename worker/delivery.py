@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +109,7 @@ class SlotPass:
         self.ctx, self.settings, self.keys = ctx, ctx.settings, ctx.keys
         self.destination_name, self.dedup_key, self.task_id = destination, dedup_key, task_id
         self.slot = slot_of(destination, dedup_key)
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()
         self.lease_ms = int(self.settings.lease_seconds * 1000)
         self.retention_ms = int(self.settings.timeline_retention_seconds * 1000)
         # Set by a finish that released the lease because the mailbox was left empty.
@@ -257,7 +257,10 @@ class SlotPass:
             worker=self.ctx.worker_name, task_id=self.task_id,
             probe="yes" if admission.probe else None,
         )
-        log.info(
+        # A delivered attempt at DEBUG: in a storm, one INFO line per alert cost about 4%
+        # of a worker's CPU (py-spy), and the timeline records every attempt anyway.
+        log.log(
+            logging.DEBUG if outcome.kind == "delivered" else logging.INFO,
             "attempt %d event=%s slot=%s task=%s outcome=%s status=%s latency_ms=%.1f%s",
             attempt, head.event_id, self.slot, self.task_id, outcome.kind, outcome.http_status,
             outcome.latency_ms, f" error={outcome.error!r}" if outcome.error else "",

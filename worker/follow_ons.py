@@ -105,10 +105,12 @@ class FollowOns:
                              "arguments must be two strings: destination, dedup_key")
 
     def _take_raw(self) -> list[Any] | None:
+        broker = self.ctx.broker_redis
         if self._script is None:
-            self._script = self.ctx.broker_redis.register_script(TAKE_QUEUED)
+            self._script = broker.register_script(TAKE_QUEUED)
         queue = self.ctx.keys.queue(defaults.QUEUE_NAME)
-        return self._script(keys=[queue], args=[defaults.DELIVER_TASK])  # type: ignore[no-any-return]
+        return self._script(  # type: ignore[no-any-return]
+            keys=[queue], args=[defaults.DELIVER_TASK], client=self.ctx.thread_client(broker))
 
 
 def deliver_follow_ons(ctx: FleetContext, deliver: Callable[[str, str], object], *,
