@@ -67,6 +67,8 @@ class Row:
     setting: str
     rates: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
+    redis_ms: list[float] = field(default_factory=list)  # the Redis server's CPU per event
+    sim_ms: list[float] = field(default_factory=list)  # the simulator's CPU per event
     note: str = ""
 
     @property
@@ -76,6 +78,15 @@ class Row:
     @property
     def cpu(self) -> float:
         return statistics.median(self.cpu_ms) if self.cpu_ms else float("nan")
+
+    def record_cpu(self, before: tuple[float, float, float], after: tuple[float, float, float],
+                   events: int) -> None:
+        """Worker, Redis and simulator CPU per event between two `Bench.cpu` readings."""
+        worker, server, sim = (1000 * (b - a) / events for a, b in zip(before, after,
+                                                                      strict=True))
+        self.cpu_ms.append(worker)
+        self.redis_ms.append(server)
+        self.sim_ms.append(sim)
 
 
 # --------------------------------------------------------------------------- processes
@@ -187,7 +198,7 @@ class Bench:
         port = free_port()
         self.sim_url = f"http://127.0.0.1:{port}"
         self.events_url = self.sim_url + "/v2/enqueue"
-        self.processes.start(
+        self.sim_process = self.processes.start(
             "simulator",
             [sys.executable, "-m", "cli.main", "simulator", "--port", str(port),
              "--latency-ms", "0", "--rate-limit", "0"],
@@ -287,6 +298,14 @@ class Bench:
         time.sleep(1.0)
         return process
 
+    def cpu(self, worker: subprocess.Popen[bytes]) -> tuple[float, float, float]:
+        """CPU seconds so far of the worker's process group, the Redis server (all of its
+        clients: the bench, the worker, the producer) and the simulator."""
+        info = self.redis.info("cpu")
+        return (group_cpu_seconds(worker.pid),
+                float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+                group_cpu_seconds(self.sim_process.pid))
+
     def run_until(self, done: Callable[[], bool], worker: subprocess.Popen[bytes],
                   peak: list[float], timeout: float = 300) -> float:
         deadline = time.monotonic() + timeout
@@ -320,19 +339,19 @@ class Bench:
         naive = {latency: Row("naive httpx task", f"{setting}, {latency:.0f} ms")
                  for latency in (0.0, 150.0)}
         for _ in range(self.options.repeats):
-            cpu = group_cpu_seconds(worker.pid)
+            cpu = self.cpu(worker)
             started = time.time()
             with app.producer_or_acquire() as producer:
                 for n in range(self.options.events):
                     app.send_task("bench.noop", args=(n,), producer=producer)
             ended = self.run_until(drained, worker, peak)
             noop.rates.append(self.options.events / (ended - started))
-            noop.cpu_ms.append(1000 * (group_cpu_seconds(worker.pid) - cpu) / self.options.events)
+            noop.record_cpu(cpu, self.cpu(worker), self.options.events)
             for latency, row in naive.items():
                 self.sim.reset(latency)
                 events = self.events(self.options.events)
                 bodies = [self.naive_body(e) for e in events]
-                cpu = group_cpu_seconds(worker.pid)
+                cpu = self.cpu(worker)
                 started = time.time()
                 with app.producer_or_acquire() as producer:
                     for body in bodies:
@@ -341,7 +360,7 @@ class Bench:
                 self.run_until(drained, worker, peak)
                 receipts = self.sim.receipts()
                 row.rates.append(len(bodies) / (max(r["ts"] for r in receipts) - started))
-                row.cpu_ms.append(1000 * (group_cpu_seconds(worker.pid) - cpu) / len(bodies))
+                row.record_cpu(cpu, self.cpu(worker), len(bodies))
         self.processes.stop(worker)
         self.rows += [noop, *naive.values()]
         self.memory.append((f"baseline worker, {setting}", at_rest, peak[0]))
@@ -379,7 +398,7 @@ class Bench:
             for latency, row in rows.items():
                 self.sim.reset(latency)
                 events = self.events(self.options.events)
-                cpu = group_cpu_seconds(worker.pid)
+                cpu = self.cpu(worker)
                 started = time.time()
                 for first in range(0, len(events), BATCH):
                     producer.send_many(events[first:first + BATCH])
@@ -388,7 +407,7 @@ class Bench:
                 if len(receipts) < len(events):
                     raise RuntimeError(f"{len(receipts)} of {len(events)} received")
                 row.rates.append(len(events) / (max(r["ts"] for r in receipts) - started))
-                row.cpu_ms.append(1000 * (group_cpu_seconds(worker.pid) - cpu) / len(events))
+                row.record_cpu(cpu, self.cpu(worker), len(events))
         self.rows += rows.values()
         if with_latency:
             self.latency_case(producer, rows[150.0].rate / 2, drained, worker, peak, setting)
@@ -439,11 +458,14 @@ class Bench:
                    + (f", fleet ack waker {o.ack_waker} s" if o.ack_waker is not None else ""))
         out.append("")
         out.append(f"{'case':<30} {'pool x concurrency, latency':<28} {'events/s':>9} "
-                   f"{'worker CPU ms/event':>20}  runs (events/s)")
+                   f"{'worker CPU ms/event':>20} {'Redis, sim. CPU':>16}  runs (events/s)")
         for row in self.rows:
             cpu = f"{row.cpu:.2f}" if row.cpu_ms else "-"
+            others = (f"{statistics.median(row.redis_ms):.2f}, "
+                      f"{statistics.median(row.sim_ms):.2f}") if row.cpu_ms else "-"
             runs = " ".join(f"{r:.0f}" for r in row.rates)
-            out.append(f"{row.case:<30} {row.setting:<28} {row.rate:>9.0f} {cpu:>20}  {runs}")
+            out.append(f"{row.case:<30} {row.setting:<28} {row.rate:>9.0f} {cpu:>20} "
+                       f"{others:>16}  {runs}")
         if self.latency:
             lat = self.latency
             out.append("")
