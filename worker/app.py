@@ -22,7 +22,7 @@ from worker.broker import reuse_channel_clients
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
 from worker.dispatcher import Dispatcher
-from worker.follow_ons import deliver_follow_ons
+from worker.follow_ons import deliver_follow_ons, may_take
 from worker.poison import record_malformed
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,18 @@ def create_app(
             return {"ended": "malformed"}
         task_id = self.request.id
         deadline = time.monotonic() + fleet.settings.pass_seconds
+
+        def take_next() -> bool:
+            return may_take(fleet, deadline)
+
+        def follow_on(destination: str, dedup_key: str) -> list[Any] | None:
+            return deliver_slot(fleet, destination, dedup_key, task_id=task_id,
+                                deadline=deadline, take_next=take_next).taken
+
         report = deliver_slot(fleet, destination, dedup_key, task_id=task_id,
-                              deadline=deadline)
-        follow_ons = deliver_follow_ons(
-            fleet, lambda d, k: deliver_slot(fleet, d, k, task_id=task_id, deadline=deadline),
-            deadline=deadline)
+                              deadline=deadline, take_next=take_next)
+        follow_ons = deliver_follow_ons(fleet, follow_on, deadline=deadline,
+                                        taken=report.taken)
         return {"slot": report.slot, "ended": report.ended, "finished": report.finished,
                 "follow_ons": follow_ons}
 

@@ -43,6 +43,9 @@ class PassReport:
     slot: str
     ended: str  # "empty", "waiting", "busy", "backing_off", "turn_over", "lease_lost"
     finished: int = 0
+    # The deliver message the last finish script took off the queue ([body, encoding]):
+    # the caller must make its pass (worker/follow_ons.py).
+    taken: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,21 +94,24 @@ def endpoint_id(url: str) -> str:
 
 def deliver_slot(
     ctx: FleetContext, destination: str, dedup_key: str, *, task_id: str | None = None,
-    deadline: float | None = None,
+    deadline: float | None = None, take_next: Callable[[], bool] | None = None,
 ) -> PassReport:
     """Deliver the pending events of one slot, in order, until it is empty or must wait.
 
     The pass takes no new event after `deadline` (a `time.monotonic()` reading; by default
-    `pass_seconds` from now) and gives the slot back, due at once.
+    `pass_seconds` from now) and gives the slot back, due at once. When `take_next()` says
+    so as the slot empties, its finish script also takes the next queued deliver message
+    (returned in `PassReport.taken`).
     """
-    return SlotPass(ctx, destination, dedup_key, task_id, deadline).run()
+    return SlotPass(ctx, destination, dedup_key, task_id, deadline, take_next).run()
 
 
 class SlotPass:
     """The state of one pass: the slot, the lease token, and the keys it touches."""
 
     def __init__(self, ctx: FleetContext, destination: str, dedup_key: str,
-                 task_id: str | None, deadline: float | None = None) -> None:
+                 task_id: str | None, deadline: float | None = None,
+                 take_next: Callable[[], bool] | None = None) -> None:
         self.ctx, self.settings, self.keys = ctx, ctx.settings, ctx.keys
         self.destination_name, self.dedup_key, self.task_id = destination, dedup_key, task_id
         self.slot = slot_of(destination, dedup_key)
@@ -114,6 +120,8 @@ class SlotPass:
         self.retention_ms = int(self.settings.timeline_retention_seconds * 1000)
         # Set by a finish that released the lease because the mailbox was left empty.
         self.released = False
+        self.take_next = take_next
+        self.taken: list[Any] | None = None
         self.deadline = deadline if deadline is not None else (
             time.monotonic() + self.settings.pass_seconds)
 
@@ -136,6 +144,7 @@ class SlotPass:
                     return report
                 report.finished += 1
                 if self.released:  # the finish script found the mailbox empty and ended
+                    report.taken = self.taken
                     return report
                 if time.monotonic() > self.deadline:
                     self._release(due_in_ms=0)
@@ -441,22 +450,35 @@ class SlotPass:
             ))
         incident = event.incident_id if event else head.fields.get("incident_id", "unknown")
         account_keys, account_args = account or self._no_account()
+        queue_keys, queue_args = self._take_next_params(release_when_empty)
         result = self.ctx.scripts.finish(
             keys=[keys.lease(slot), keys.mailbox(slot), keys.schedule, keys.event(head.event_id),
                   keys.timeline(incident), keys.dead_letters, *account_keys,
-                  keys.suppressed(slot), keys.last_sent(slot)],
+                  keys.suppressed(slot), keys.last_sent(slot), *queue_keys],
             args=[self.token, head.event_id, slot, state, self.lease_ms,
                   int(settings.event_retention_seconds * 1000), self.retention_ms,
                   self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args,
-                  action, "1" if release_when_empty else ""],
+                  action, "1" if release_when_empty else "", *queue_args],
         )
         self.released = bool(int(result[3]))
+        if len(result) > 4:
+            self.taken = result[4:6]
         self._log_transition(result[1])
         metrics.record_final(self.destination_name, state, reason, head.enqueued_at,
                              int(result[2]))
         if state == "dead_lettered":
             log.warning("event %s on %s ended %s: %s %s", head.event_id, slot, state, reason,
                         error or (outcome.error if outcome else ""))
+
+    def _take_next_params(self, release_when_empty: bool) -> tuple[list[str], list[str]]:
+        """FINISH's optional queue key and task name: take the next deliver message too."""
+        if not release_when_empty or self.take_next is None or not self.take_next():
+            return [], []
+        with_finish = self.ctx.follow_ons.with_finish
+        if with_finish is None:
+            return [], []
+        queue, task = with_finish
+        return [queue], [task]
 
     def _no_account(self) -> tuple[list[str], list[str]]:
         # No request was sent: the circuit and cooldown keys are named but left alone.

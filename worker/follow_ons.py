@@ -13,8 +13,10 @@ itself is in the schedule, claimed for `claim_seconds` by whoever published it. 
 that dies between taking a message and leasing its key is recovered when that claim ends
 (a dispatcher publishes the key again), as when a producer dies before publishing.
 
-Only a well-formed deliver message without an ETA is taken, in one script that pops it or
-puts it back: anything else stays in the queue for Celery and its poison handling.
+Only a well-formed deliver message without an ETA is taken, by a script that pops it or
+puts it back: anything else stays in the queue for Celery and its poison handling. When
+the broker is the fleet's own Redis, the finish script that empties a key takes the next
+message itself, which saves a round trip per follow-on.
 """
 
 from __future__ import annotations
@@ -30,31 +32,7 @@ import redis
 
 from config import defaults
 from worker.context import FleetContext
-
-# KEYS: the broker queue (a kombu list: LPUSH to publish, RPOP/BRPOP to consume)
-# ARGV: the deliver task's name
-# Returns {body, body_encoding} of the oldest message if it is a deliver task message
-# Celery could run at once; otherwise puts it back where it was and returns nil.
-TAKE_QUEUED = """
-local raw = redis.call('RPOP', KEYS[1])
-if not raw then return nil end
-local ok, message = pcall(cjson.decode, raw)
-if ok and type(message) == 'table' and type(message.body) == 'string' then
-  local headers, properties = message.headers, message.properties
-  if type(headers) == 'table' and headers.task == ARGV[1]
-      and (headers.eta == nil or headers.eta == cjson.null)
-      and (headers.expires == nil or headers.expires == cjson.null)
-      and message['content-type'] == 'application/json' then
-    local encoding = ''
-    if type(properties) == 'table' and type(properties.body_encoding) == 'string' then
-      encoding = properties.body_encoding
-    end
-    return {message.body, encoding}
-  end
-end
-redis.call('RPUSH', KEYS[1], raw)
-return nil
-"""
+from worker.scripts import TAKE_QUEUED
 
 
 @dataclass(frozen=True)
@@ -85,16 +63,19 @@ class FollowOns:
         self.ctx = ctx
         self._script: Any = None
 
-    def take(self) -> QueuedSlot | None:
+    def take(self, taken: list[Any] | None = None) -> QueuedSlot | None:
         """The slot of the oldest queued deliver message, taken off the queue; or None.
 
-        A taken message whose arguments are not two strings is filed as a `malformed`
-        dead letter, as Celery's consumer would have, and the next one is tried.
+        `taken` is a message a finish script already took ([body, body encoding]). A
+        taken message whose arguments are not two strings is filed as a `malformed` dead
+        letter, as Celery's consumer would have, and the next one is tried.
         """
         from worker.poison import record_malformed
 
+        reply = taken
         while True:
-            reply = self._take_raw()
+            if reply is None:
+                reply = self._take_raw()
             if reply is None:
                 return None
             body, encoding = (_text(part) for part in reply)
@@ -103,6 +84,15 @@ class FollowOns:
                 return slot
             record_malformed(self.ctx, body, "deliver task arguments",
                              "arguments must be two strings: destination, dedup_key")
+            reply = None
+
+    @property
+    def with_finish(self) -> tuple[str, str] | None:
+        """(queue key, task name) for a finish script to take the next message itself;
+        None when the broker is another Redis than the fleet's state."""
+        if self.ctx.broker_redis is not self.ctx.redis:
+            return None
+        return self.ctx.keys.queue(defaults.QUEUE_NAME), defaults.DELIVER_TASK
 
     def _take_raw(self) -> list[Any] | None:
         broker = self.ctx.broker_redis
@@ -113,23 +103,30 @@ class FollowOns:
             keys=[queue], args=[defaults.DELIVER_TASK], client=self.ctx.thread_client(broker))
 
 
-def deliver_follow_ons(ctx: FleetContext, deliver: Callable[[str, str], object], *,
-                       deadline: float) -> int:
+def may_take(ctx: FleetContext, deadline: float) -> bool:
+    """Whether a task may take one more follow-on now."""
+    return time.monotonic() < deadline and not ctx.stopping.is_set()
+
+
+def deliver_follow_ons(ctx: FleetContext, deliver: Callable[[str, str], list[Any] | None], *,
+                       deadline: float, taken: list[Any] | None = None) -> int:
     """Make the passes of queued deliver messages until the queue is empty, `deadline` (a
     `time.monotonic()` reading) has passed, or the worker is stopping; return how many.
 
-    `deliver(destination, dedup_key)` makes one pass; give it the same deadline, so that a
-    task with follow-ons lasts no longer than a task without.
+    `deliver(destination, dedup_key)` makes one pass and returns the message its finish
+    script took, if any (as `taken`, the one the task's own pass took); give it the same
+    deadline, so that a task with follow-ons lasts no longer than a task without. A
+    message already taken is always delivered: nobody else can see it any more.
     """
     made = 0
-    while time.monotonic() < deadline and not ctx.stopping.is_set():
+    while taken is not None or may_take(ctx, deadline):
         try:
-            slot = ctx.follow_ons.take()
+            slot = ctx.follow_ons.take(taken)
         except redis.RedisError:
             return made  # the broker is unreachable: Celery's consumer will notice too
         if slot is None:
             return made
-        deliver(slot.destination, slot.dedup_key)
+        taken = deliver(slot.destination, slot.dedup_key)
         made += 1
     return made
 

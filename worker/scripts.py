@@ -28,6 +28,38 @@ local function append_timeline(key, entries_json, retention_ms, ttl_ms)
 end
 """
 
+# Lua: `take_queued(queue, task)` pops the oldest message of a broker queue (a kombu list:
+# LPUSH to publish, RPOP/BRPOP to consume) if it is a well-formed message of `task` that
+# Celery could run at once, and returns {body, body_encoding}; anything else is put back
+# where it was (nil). See worker/follow_ons.py.
+TAKE_QUEUED_FN = """
+local function take_queued(queue, task)
+  local raw = redis.call('RPOP', queue)
+  if not raw then return nil end
+  local ok, message = pcall(cjson.decode, raw)
+  if ok and type(message) == 'table' and type(message.body) == 'string' then
+    local headers, properties = message.headers, message.properties
+    if type(headers) == 'table' and headers.task == task
+        and (headers.eta == nil or headers.eta == cjson.null)
+        and (headers.expires == nil or headers.expires == cjson.null)
+        and message['content-type'] == 'application/json' then
+      local encoding = ''
+      if type(properties) == 'table' and type(properties.body_encoding) == 'string' then
+        encoding = properties.body_encoding
+      end
+      return {message.body, encoding}
+    end
+  end
+  redis.call('RPUSH', queue, raw)
+  return nil
+end
+"""
+
+# KEYS: the broker queue   ARGV: the deliver task's name
+TAKE_QUEUED = TAKE_QUEUED_FN + """
+return take_queued(KEYS[1], ARGV[1])
+"""
+
 # KEYS: schedule   ARGV: claim_ms, limit
 # Claims the slots due longest ago first, pushing each one's due time a claim period ahead
 # so that no dispatcher publishes it again while its task waits in the queue.
@@ -95,16 +127,20 @@ return result
 
 # KEYS: 1 lease, 2 mailbox, 3 schedule, 4 event, 5 timeline, 6 dead_letters,
 #       7..12 circuit, circuit_wait, probe, cooldown, circuit_log, rate window
-#       (see admission.ACCOUNT), 13 suppressed marker, 14 last sent action
+#       (see admission.ACCOUNT), 13 suppressed marker, 14 last sent action,
+#       [15 the broker queue, when it is on this Redis]
 # ARGV: 1 token, 2 event_id, 3 slot, 4 state, 5 lease_ms, 6 event_ttl_ms,
 #       7 timeline_retention_ms, 8 timeline_ttl_ms, 9 fields_json, 10 entries_json,
-#       11 outcome, 12 account params (JSON), 13 action, 14 release when empty ('1' or '')
+#       11 outcome, 12 account params (JSON), 13 action, 14 release when empty ('1' or ''),
+#       [15 the deliver task's name: take the next queued message once released]
 # Ends the head event in a final state: pops it (only if it is still the head), records
 # the outcome and the timeline entries, files a dead letter, feeds the circuit. With
 # ARGV[14], a mailbox left empty also ends the pass as TAKE_HEAD would (lease released,
 # slot out of the schedule), which saves that round trip.
-# Returns {events left, circuit transition, now, 1 if the lease was released else 0}.
-FINISH = NOW + APPEND_TIMELINE + ACCOUNT + """
+# Returns {events left, circuit transition, now, 1 if the lease was released else 0}, and
+# with KEYS[15], once released, the body and body encoding of the queued deliver message
+# it took (`take_queued`): a follow-on without a round trip of its own.
+FINISH = NOW + APPEND_TIMELINE + ACCOUNT + TAKE_QUEUED_FN + """
 local fields = cjson.decode(ARGV[9])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[4], k, v) end
 redis.call('HSET', KEYS[4], 'state', ARGV[4], 'finished_at', now)
@@ -149,6 +185,10 @@ if left == 0 and ARGV[14] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[3], ARGV[3])
   released = 1
+end
+if released == 1 and KEYS[15] then
+  local taken = take_queued(KEYS[15], ARGV[15])
+  if taken then return {left, health[1], now, released, taken[1], taken[2]} end
 end
 return {left, health[1], now, released}
 """

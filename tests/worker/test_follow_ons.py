@@ -19,6 +19,7 @@ from worker import dead_letters, timeline
 from worker.app import create_app
 from worker.broker import publish_deliveries
 from worker.context import FleetContext
+from worker.delivery import deliver_slot
 from worker.follow_ons import QueuedSlot, deliver_follow_ons, slot_from_body
 
 
@@ -142,3 +143,31 @@ def test_a_taken_message_whose_pass_never_ran_is_recovered_when_the_claim_ends(
 
     with make_fleet() as fleet:  # claim_seconds is 5 s in the test settings
         assert fleet.wait_final([event_id], timeout=30) == {event_id: "delivered"}
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_the_finish_that_empties_a_key_takes_the_next_message_when_asked(
+    wanted: bool, settings: Settings, destinations, sim, redis_conn: redis.Redis
+) -> None:
+    producer = AlertProducer(settings, destinations=destinations, redis=redis_conn)
+    producer.send_many([
+        {"action": "trigger", "monitor_id": str(n), "incident_id": f"f{n}",
+         "summary": f"[DOWN] {n}"} for n in (1, 2)])
+    ctx = FleetContext(settings, destinations)
+    try:
+        first = ctx.follow_ons.take()  # as Celery's consumer would receive it
+        assert first is not None
+
+        report = deliver_slot(ctx, first.destination, first.dedup_key,
+                              take_next=lambda: wanted)
+
+        assert (report.ended, report.finished) == ("empty", 1)
+        left = redis_conn.llen(ctx.keys.queue(defaults.QUEUE_NAME))
+        if wanted:
+            second = ctx.follow_ons.take(report.taken)
+            assert second is not None and second.dedup_key.endswith("-f2")
+            assert left == 0
+        else:
+            assert report.taken is None and left == 1
+    finally:
+        ctx.close()
