@@ -284,8 +284,9 @@ class Bench:
         env = self.env(case_prefix)
         if kind == "fleet":
             module = "cli.main"
-            if self.options.ack_waker is not None:
+            if self.options.ack_waker is not None or pool == "gevent":
                 module = "bench.fleet_worker"
+            if self.options.ack_waker is not None:
                 env["BENCH_ACK_WAKER_SECONDS"] = str(self.options.ack_waker)
             argv = [sys.executable, "-m", module, "worker", f"--pool={pool}",
                     f"--concurrency={concurrency}", f"--name={case_prefix}@%h"]
