@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench            # quick (the `make bench` default), about 3 minutes
     .venv/bin/python -m bench --full     # more events and repeats, and a pool sweep
+    .venv/bin/python -m bench --pools gevent:64   # after `pip install gevent`
 
 Everything runs on this machine: the local Redis (database 9, a key prefix of its own per
 run, deleted afterwards), the PagerDuty simulator in its own process (`monitao-pd
@@ -17,8 +18,10 @@ Cases (each repeated; the table shows medians):
 - naive: one Celery task per event posting it with httpx and Celery's autoretry;
 - fleet: `send_many` to the simulator's receipt of the last event, at 0 and 150 ms;
 - latency: enqueue-to-receipt p50/p95/p99 of the fleet at half its measured capacity.
-CPU is the workers' process groups' user + system time from /proc, per delivered event;
-memory is the worker process's VmRSS at rest and its peak while loaded.
+CPU is the workers' process groups' user + system time from /proc, per delivered event,
+beside that of the Redis server (INFO cpu, all of its clients) and of the simulator, since
+all of them share the machine's cores; memory is the worker process's VmRSS at rest and
+its peak while loaded.
 It measures, never asserts: timing depends on the machine.
 """
 
