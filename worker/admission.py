@@ -21,100 +21,120 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# KEYS: 1 lease, 2 schedule, 3 timeline, 4 circuit, 5 circuit_wait, 6 probe, 7 cooldown,
-#       8 window, 9 waiting room, 10 the event
-# ARGV: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
-#       7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
-#       11 timeline entry base fields (JSON list)
+# Redis's clock (epoch ms) as `now`, for every script that starts with it.
+NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Lua: `gate(K, A)`, with `now` in scope.
+# K: 1 lease, 2 schedule, 3 timeline, 4 circuit, 5 circuit_wait, 6 probe, 7 cooldown,
+#    8 window, 9 waiting room, 10 the event
+# A: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
+#    7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
+#    11 timeline entry base fields (JSON list)
 # Returns {1, probe, window member} when the request may go (and marks the event `sent`:
 # from now on PagerDuty may have it), {0, wait_ms, reason} when the slot must wait, and
 # {0, 0, 'lease_lost'} when another worker has the slot now: nothing may be sent.
-GATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local slot = ARGV[2]
+GATE_FN = """
+local function gate(K, A)
+  local slot = A[2]
 
--- a pass that lost its lease (a slow step, a stalled Redis) must not send: another worker
--- may have sent this event and the ones after it already
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0, 'lease_lost'} end
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[7]), slot)
+  -- a pass that lost its lease (a slow step, a stalled Redis) must not send: another worker
+  -- may have sent this event and the ones after it already
+  if redis.call('GET', K[1]) ~= A[1] then return {0, 0, 'lease_lost'} end
+  redis.call('PEXPIRE', K[1], A[7])
+  redis.call('ZADD', K[2], 'XX', now + tonumber(A[7]), slot)
 
-local function deny(wait, reason, stage)
-  wait = math.max(50, math.floor(wait))
-  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-  redis.call('ZADD', KEYS[2], now + wait, slot)
-  local entry = {'stage', stage}
-  for _, v in ipairs(cjson.decode(ARGV[11])) do entry[#entry + 1] = v end
-  for _, v in ipairs({'reason', reason, 'retry_at', tostring(now + wait),
-                      'delay_ms', tostring(wait)}) do entry[#entry + 1] = v end
-  redis.call('XADD', KEYS[3], 'MINID', '~', tostring(now - tonumber(ARGV[9])), '*',
-             unpack(entry))
-  redis.call('PEXPIRE', KEYS[3], ARGV[10])
-  return {0, wait, reason}
-end
-
-local probe = 0
-if tonumber(redis.call('HGET', KEYS[4], 'failures') or '0') >= tonumber(ARGV[8]) then
-  local open_until = tonumber(redis.call('HGET', KEYS[4], 'open_until') or '0')
-  local interval = tonumber(redis.call('HGET', KEYS[4], 'interval') or '1000')
-  redis.call('SADD', KEYS[5], slot)
-  if now < open_until then return deny(open_until - now, 'circuit_open', 'retry_scheduled') end
-  if not redis.call('SET', KEYS[6], ARGV[1], 'NX', 'PX', ARGV[7]) then
-    return deny(interval, 'circuit_open', 'retry_scheduled')
+  local function deny(wait, reason, stage)
+    wait = math.max(50, math.floor(wait))
+    if redis.call('GET', K[1]) == A[1] then redis.call('DEL', K[1]) end
+    redis.call('ZADD', K[2], now + wait, slot)
+    local entry = {'stage', stage}
+    for _, v in ipairs(cjson.decode(A[11])) do entry[#entry + 1] = v end
+    for _, v in ipairs({'reason', reason, 'retry_at', tostring(now + wait),
+                        'delay_ms', tostring(wait)}) do entry[#entry + 1] = v end
+    redis.call('XADD', K[3], 'MINID', '~', tostring(now - tonumber(A[9])), '*',
+               unpack(entry))
+    redis.call('PEXPIRE', K[3], A[10])
+    return {0, wait, reason}
   end
-  probe = 1
-end
 
-local cool = tonumber(redis.call('HGET', KEYS[7], 'until') or '0')
-if cool > now then
-  if probe == 1 then redis.call('DEL', KEYS[6]) end
-  return deny(cool - now, 'cooldown', 'rate_limited')
-end
-
-local window_ms = tonumber(ARGV[6])
-local budget = tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - window_ms)
-local free = budget - redis.call('ZCARD', KEYS[8])
-local mine = redis.call('ZSCORE', KEYS[9], slot)
-local ahead = 0
-for _, waiter in ipairs(redis.call('ZRANGE', KEYS[9], 0, 199)) do
-  if waiter == slot then break end
-  local due = redis.call('ZSCORE', KEYS[2], waiter)
-  if not due then
-    redis.call('ZREM', KEYS[9], waiter)
-  elseif tonumber(due) <= now + window_ms then
-    ahead = ahead + 1
+  local probe = 0
+  if tonumber(redis.call('HGET', K[4], 'failures') or '0') >= tonumber(A[8]) then
+    local open_until = tonumber(redis.call('HGET', K[4], 'open_until') or '0')
+    local interval = tonumber(redis.call('HGET', K[4], 'interval') or '1000')
+    redis.call('SADD', K[5], slot)
+    if now < open_until then return deny(open_until - now, 'circuit_open', 'retry_scheduled') end
+    if not redis.call('SET', K[6], A[1], 'NX', 'PX', A[7]) then
+      return deny(interval, 'circuit_open', 'retry_scheduled')
+    end
+    probe = 1
   end
-end
-if ahead < free then
-  local member = now .. ':' .. ARGV[3]
-  redis.call('ZADD', KEYS[8], now, member)
-  redis.call('PEXPIRE', KEYS[8], window_ms)
-  if mine then redis.call('ZREM', KEYS[9], slot) end
-  redis.call('HSET', KEYS[10], 'sent', 1)
-  return {1, probe, member}
-end
 
-if probe == 1 then redis.call('DEL', KEYS[6]) end
-if not mine then redis.call('ZADD', KEYS[9], ARGV[4], slot) end
-redis.call('PEXPIRE', KEYS[9], 86400000)
-local need = ahead + 1 - free
-local rounds = math.floor((need - 1) / budget)
-local token = redis.call('ZRANGE', KEYS[8], (need - 1) % budget, (need - 1) % budget, 'WITHSCORES')
-local wait = (rounds + 1) * window_ms
-if token[2] then wait = tonumber(token[2]) + window_ms - now + rounds * window_ms end
-return deny(wait, 'rate_limit', 'rate_limited')
+  local cool = tonumber(redis.call('HGET', K[7], 'until') or '0')
+  if cool > now then
+    if probe == 1 then redis.call('DEL', K[6]) end
+    return deny(cool - now, 'cooldown', 'rate_limited')
+  end
+
+  local window_ms = tonumber(A[6])
+  local budget = tonumber(A[5])
+  redis.call('ZREMRANGEBYSCORE', K[8], '-inf', now - window_ms)
+  local free = budget - redis.call('ZCARD', K[8])
+  local mine = redis.call('ZSCORE', K[9], slot)
+  local ahead = 0
+  for _, waiter in ipairs(redis.call('ZRANGE', K[9], 0, 199)) do
+    if waiter == slot then break end
+    local due = redis.call('ZSCORE', K[2], waiter)
+    if not due then
+      redis.call('ZREM', K[9], waiter)
+    elseif tonumber(due) <= now + window_ms then
+      ahead = ahead + 1
+    end
+  end
+  if ahead < free then
+    local member = now .. ':' .. A[3]
+    redis.call('ZADD', K[8], now, member)
+    redis.call('PEXPIRE', K[8], window_ms)
+    if mine then redis.call('ZREM', K[9], slot) end
+    redis.call('HSET', K[10], 'sent', 1)
+    return {1, probe, member}
+  end
+
+  if probe == 1 then redis.call('DEL', K[6]) end
+  if not mine then redis.call('ZADD', K[9], A[4], slot) end
+  redis.call('PEXPIRE', K[9], 86400000)
+  local need = ahead + 1 - free
+  local rounds = math.floor((need - 1) / budget)
+  local token = redis.call('ZRANGE', K[8], (need - 1) % budget, (need - 1) % budget, 'WITHSCORES')
+  local wait = (rounds + 1) * window_ms
+  if token[2] then wait = tonumber(token[2]) + window_ms - now + rounds * window_ms end
+  return deny(wait, 'rate_limit', 'rate_limited')
+end
+"""
+
+# The gate as a script of its own: KEYS and ARGV as K and A above.
+GATE = NOW + GATE_FN + """
+return gate(KEYS, ARGV)
 """
 
 # Lua: `account(outcome, params)` feeds one request's outcome to the circuit, the cooldown
 # and the rate window. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx,
 # timeout, network), 'throttled' (429) or 'none' (no request). Uses AK = {circuit,
-# circuit_wait, probe, cooldown, schedule, circuit_log, rate window}. Returns the
+# circuit_wait, probe, cooldown, schedule, circuit_log, rate window}; with 'none' and the
+# params of an admission (`member`, `probe`), it gives that admission back. Returns the
 # transition ('', 'opened', 'reopened', 'closed') and, while open, when the next probe
 # may go.
 ACCOUNT = """
 local function account(outcome, p, AK)
+  if outcome == 'none' then
+    -- the gate let a request go that was never sent (the event ended before it): give
+    -- its place in the window and the circuit's probe back
+    if p.member then redis.call('ZREM', AK[7], p.member) end
+    if p.probe == 1 then redis.call('DEL', AK[3]) end
+    return {'', 0}
+  end
   if p.member then
     -- PagerDuty counts a request when it arrives, which may be well after the gate let it
     -- go (a new connection, a slow network): count it from its answer instead.

@@ -79,6 +79,14 @@ class Head:
         return cls(raw[2], int(raw[1]), dict(zip(raw[3::2], raw[4::2], strict=True)))
 
     @property
+    def admission(self) -> Admission | None:
+        """The gate's answer when ACQUIRE passed the gate for this event too."""
+        if "_gate" not in self.fields:
+            return None
+        return Admission.from_script(
+            [self.fields["_gate"], self.fields["_gate_2"], self.fields["_gate_3"]])
+
+    @property
     def attempts(self) -> int:
         return int(self.fields.get("attempts") or 0)
 
@@ -128,10 +136,11 @@ class SlotPass:
     def run(self) -> PassReport:
         keys, slot = self.keys, self.slot
         # Leasing the slot also takes its head event: one round trip.
+        gate_keys, gate_args = self._gate_with_acquire()
         raw = self.ctx.scripts.acquire(
             keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.hold(slot),
-                  keys.suppressed(slot), keys.last_sent(slot)],
-            args=[self.token, self.lease_ms, slot, keys.event("")],
+                  keys.suppressed(slot), keys.last_sent(slot), *gate_keys],
+            args=[self.token, self.lease_ms, slot, keys.event(""), *gate_args],
         )
         if raw[0] != 1:
             return PassReport(slot, {0: "empty", -1: "busy"}.get(raw[0], "backing_off"))
@@ -164,6 +173,26 @@ class SlotPass:
                 log.warning("could not release %s; its lease will expire", slot)
             raise
 
+    def _gate_with_acquire(self) -> tuple[list[str], list[Any]]:
+        """ACQUIRE's optional gate KEYS and ARGV: for a destination where the event itself
+        decides nothing before the gate (configured, no coalescing, no maintenance window),
+        the first event of the pass is admitted in the same round trip."""
+        destination = self.ctx.destinations.get(self.destination_name)
+        if destination is None or destination.coalesce or (
+            self.ctx.maintenance.has_windows(self.destination_name)
+        ):
+            return [], []
+        keys, settings, endpoint = self.keys, self.settings, endpoint_id(destination.url)
+        return (
+            [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
+             keys.circuit_probe(endpoint), keys.cooldown(destination.name),
+             keys.rate_window(destination.name), keys.rate_waiting(destination.name)],
+            [keys.timeline(""), destination.rate_limit_per_minute,
+             int(settings.rate_window_seconds * 1000), settings.circuit_threshold,
+             self.retention_ms, self.retention_ms, self.destination_name, self.dedup_key,
+             int(settings.max_event_age_seconds * 1000)],
+        )
+
     def _take_head(self) -> list[Any]:
         """TAKE_HEAD's reply for this slot: renew the lease, read the head event."""
         keys, slot = self.keys, self.slot
@@ -177,6 +206,11 @@ class SlotPass:
         """Act on the head event; True when it reached a final state, False when it waits."""
         if self.destination_name == defaults.CALLBACK_DESTINATION:
             return self._deliver_callback(head)
+        admission = head.admission
+        if admission is not None and not admission.allowed:
+            # the gate, run by ACQUIRE, has already given the slot back until its turn
+            log.info("slot %s waits %d ms: %s", self.slot, admission.wait_ms, admission.reason)
+            return False
         raw_event = head.fields.get("event")
         if raw_event is None:
             self._finish(head, None, "dead_lettered", reason="malformed",
@@ -203,7 +237,8 @@ class SlotPass:
             self._finish(head, event, "dead_lettered", reason="unknown_destination",
                          error=f"destination {self.destination_name!r} is not configured")
             return True
-        held = self._maintenance(head, event)
+        # Admitted by ACQUIRE: no window existed for the destination when the pass began.
+        held = self._maintenance(head, event) if admission is None else None
         if held is not None:
             return held
         if destination.coalesce and event.action == "trigger" and not head.fields.get("sent") and (
@@ -370,6 +405,8 @@ class SlotPass:
 
     def _admit(self, head: Head, event: AlertEvent | CallbackChange,
                destination: Destination | CallbackTarget) -> Admission:
+        if head.admission is not None:
+            return head.admission
         keys, endpoint = self.keys, endpoint_id(destination.url)
         base = self._entry("", head.event_id, event.action)[2:]
         raw = self.ctx.scripts.gate(
@@ -449,7 +486,7 @@ class SlotPass:
                 errors=outcome.errors if outcome and outcome.errors else None,
             ))
         incident = event.incident_id if event else head.fields.get("incident_id", "unknown")
-        account_keys, account_args = account or self._no_account()
+        account_keys, account_args = account or self._no_account(head)
         queue_keys, queue_args = self._take_next_params(release_when_empty)
         result = self.ctx.scripts.finish(
             keys=[keys.lease(slot), keys.mailbox(slot), keys.schedule, keys.event(head.event_id),
@@ -480,15 +517,22 @@ class SlotPass:
         queue, task = with_finish
         return [queue], [task]
 
-    def _no_account(self) -> tuple[list[str], list[str]]:
-        # No request was sent: the circuit and cooldown keys are named but left alone.
-        endpoint = "none"
-        keys = self.keys
+    def _no_account(self, head: Head) -> tuple[list[str], list[str]]:
+        """ACCOUNT's KEYS and ARGV when no request was sent: the circuit and cooldown are
+        left alone, and an admission ACQUIRE gave the event is given back."""
+        keys, admission = self.keys, head.admission
+        destination = self.ctx.destinations.get(self.destination_name)
+        if admission is None or not admission.allowed or destination is None:
+            endpoint, params = "none", {"threshold": 1}
+        else:
+            endpoint = endpoint_id(destination.url)
+            params = {"threshold": 1, "member": admission.window_member,
+                      "probe": 1 if admission.probe else 0}
         return (
             [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
              keys.circuit_probe(endpoint), keys.cooldown(self.destination_name),
              keys.circuit_log, keys.rate_window(self.destination_name)],
-            ["none", json.dumps({"threshold": 1})],
+            ["none", json.dumps(params)],
         )
 
     def _retry(self, head: Head, event: AlertEvent | CallbackChange, attempt: int,

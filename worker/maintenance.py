@@ -65,10 +65,16 @@ class MaintenanceView:
     def governing(self, destination: str, monitor_id: str,
                   now_ms: int) -> tuple[MaintenanceWindow, datetime] | None:
         """The window an event falls in now, and when it ends; None outside any window."""
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        return active_window(self._current(), destination, monitor_id, now)
+
+    def has_windows(self, destination: str) -> bool:
+        """Whether any window (past, present or future) names `destination`."""
+        return any(window.destination == destination for window in self._current())
+
+    def _current(self) -> list[MaintenanceWindow]:
         with self._lock:
             if time.monotonic() - self._read_at >= self._cache_seconds:
                 self._windows = all_windows(self._client, self._keys, self._destinations)
                 self._read_at = time.monotonic()
-            windows = self._windows
-        now = datetime.fromtimestamp(now_ms / 1000, UTC)
-        return active_window(windows, destination, monitor_id, now)
+            return self._windows

@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import redis
 
-from worker.admission import ACCOUNT, GATE
-
-NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+from worker.admission import ACCOUNT, GATE, GATE_FN, NOW
 
 APPEND_TIMELINE = """
 local function append_timeline(key, entries_json, retention_ms, ttl_ms)
@@ -71,13 +66,22 @@ end
 return due
 """
 
-# KEYS: lease, schedule, mailbox, hold, suppressed marker, last sent action
-# ARGV: token, lease_ms, slot, event key prefix
+# KEYS: 1 lease, 2 schedule, 3 mailbox, 4 hold, 5 suppressed marker, 6 last sent action,
+#       [7..12 circuit, circuit_wait, probe, cooldown, rate window, waiting room]
+# ARGV: 1 token, 2 lease_ms, 3 slot, 4 event key prefix,
+#       [5 timeline key prefix, 6 budget, 7 window_ms, 8 circuit threshold,
+#        9 timeline retention ms, 10 timeline ttl ms, 11 destination, 12 dedup_key,
+#        13 maximum event age ms]
 # Returns {-2} while the slot backs off, {-1} when another worker holds it, {0} when there
 # is nothing to deliver (the slot leaves the schedule), else the lease is taken and the
 # reply is TAKE_HEAD's for the head event: {1, now, event_id, field, value, ...}. Taking
 # the head in the same script saves a round trip per pass (one per event in a storm).
-ACQUIRE = NOW + """
+# With the bracketed KEYS and ARGV (a destination the pass needs no more than the event to
+# decide on: no maintenance window, no coalescing), a head event that is well formed,
+# young enough and not a follow-up of a suppressed trigger also goes through the gate
+# (admission.GATE_FN), whose reply is added as the fields `_gate`, `_gate_2`, `_gate_3`:
+# a second round trip saved.
+ACQUIRE = NOW + GATE_FN + """
 local held = redis.call('PTTL', KEYS[4])
 if held ~= -2 then
   -- backing off: due again the moment the hold ends (Redis keeps a key until just after)
@@ -96,9 +100,30 @@ if not id then
   return {0}
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[5])),
+local suppressed = redis.call('EXISTS', KEYS[5])
+local result = {1, now, id, '_suppressed', tostring(suppressed),
                 '_last_sent', redis.call('GET', KEYS[6]) or ''}
-for _, v in ipairs(redis.call('HGETALL', ARGV[4] .. id)) do result[#result + 1] = v end
+local event = {}
+local stored = redis.call('HGETALL', ARGV[4] .. id)
+for i, v in ipairs(stored) do
+  result[#result + 1] = v
+  if i % 2 == 0 then event[stored[i - 1]] = v end
+end
+if KEYS[7] and suppressed == 0 and event.event and event.action and event.incident_id
+    and tonumber(event.enqueued_at)
+    and now - tonumber(event.enqueued_at) <= tonumber(ARGV[13]) then
+  local base = cjson.encode({'event_id', id, 'action', event.action,
+                             'destination', ARGV[11], 'dedup_key', ARGV[12]})
+  local admitted = gate(
+    {KEYS[1], KEYS[2], ARGV[5] .. event.incident_id, KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+     KEYS[11], KEYS[12], ARGV[4] .. id},
+    {ARGV[1], ARGV[3], id, event.enqueued_at, ARGV[6], ARGV[7], ARGV[2], ARGV[8], ARGV[9],
+     ARGV[10], base})
+  for i, v in ipairs(admitted) do
+    result[#result + 1] = i == 1 and '_gate' or '_gate_' .. i
+    result[#result + 1] = tostring(v)
+  end
+end
 return result
 """
 
