@@ -95,7 +95,7 @@ class FleetContext:
         """A client over `client`'s pool that holds one connection for this thread.
 
         Taking a pooled connection per command costs a check of the socket for unread
-        data each time (a tenth of a worker's CPU under load, in py-spy); a worker thread
+        data each time (about a tenth of a worker's CPU under load, in py-spy); a worker thread
         runs one command at a time, so it keeps one connection instead.
         """
         clients: dict[int, tuple[int, redis.Redis]] = self._local.__dict__.setdefault(

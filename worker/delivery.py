@@ -9,6 +9,7 @@ soon as the slot is empty, waiting, or has had its turn.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -95,6 +96,7 @@ class Head:
         return int(float(self.fields.get("enqueued_at") or self.now_ms))
 
 
+@functools.lru_cache(maxsize=1024)
 def endpoint_id(url: str) -> str:
     """A short, stable name for an Events endpoint (URLs may carry credentials)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]

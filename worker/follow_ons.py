@@ -32,6 +32,7 @@ import redis
 
 from config import defaults
 from worker.context import FleetContext
+from worker.poison import as_text, record_malformed
 from worker.scripts import TAKE_QUEUED
 
 
@@ -70,15 +71,13 @@ class FollowOns:
         taken message whose arguments are not two strings is filed as a `malformed` dead
         letter, as Celery's consumer would have, and the next one is tried.
         """
-        from worker.poison import record_malformed
-
         reply = taken
         while True:
             if reply is None:
                 reply = self._take_raw()
             if reply is None:
                 return None
-            body, encoding = (_text(part) for part in reply)
+            body, encoding = (as_text(part) for part in reply)
             slot = slot_from_body(body, encoding)
             if slot is not None:
                 return slot
@@ -129,7 +128,3 @@ def deliver_follow_ons(ctx: FleetContext, deliver: Callable[[str, str], list[Any
         taken = deliver(slot.destination, slot.dedup_key)
         made += 1
     return made
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value

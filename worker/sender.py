@@ -49,8 +49,9 @@ def classify(status: int) -> Kind:
 class Poster(Protocol):
     """Posts bytes and returns (status, body); raises httpx's errors when no answer came.
 
-    `worker.http_transport.ThreadConnectionsTransport` is the worker's; any `httpx.Client`
-    does too (tests mount httpx's MockTransport on one).
+    `worker.http_transport.ThreadConnectionsTransport` is the worker's. The functions below
+    also take an `httpx.Client` (as a `ClientPoster`): tests mount httpx's MockTransport on
+    one.
     """
 
     def post(self, url: str, content: bytes,
