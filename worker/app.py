@@ -87,7 +87,8 @@ class DispatcherStep(bootsteps.StartStopStep):
 
     def stop(self, worker: Any) -> None:
         # Running tasks finish their pass but take no follow-on message (the pool, stopped
-        # after this step, waits for them).
+        # after this step, waits for them). Prefork children have their own copy of the
+        # flag: theirs stop taking at the task's deadline (pass_seconds) instead.
         worker.app.fleet.stopping.set()
         if self.dispatcher is not None:
             self.dispatcher.stop()

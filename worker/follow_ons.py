@@ -69,21 +69,18 @@ class FollowOns:
 
         `taken` is a message a finish script already took ([body, body encoding]). A
         taken message whose arguments are not two strings is filed as a `malformed` dead
-        letter, as Celery's consumer would have, and the next one is tried.
+        letter, as Celery's consumer would have, and None is returned: the task ends its
+        follow-ons there.
         """
-        reply = taken
-        while True:
-            if reply is None:
-                reply = self._take_raw()
-            if reply is None:
-                return None
-            body, encoding = (as_text(part) for part in reply)
-            slot = slot_from_body(body, encoding)
-            if slot is not None:
-                return slot
+        reply = taken if taken is not None else self._take_raw()
+        if reply is None:
+            return None
+        body, encoding = (as_text(part) for part in reply)
+        slot = slot_from_body(body, encoding)
+        if slot is None:
             record_malformed(self.ctx, body, "deliver task arguments",
                              "arguments must be two strings: destination, dedup_key")
-            reply = None
+        return slot
 
     @property
     def with_finish(self) -> tuple[str, str] | None:

@@ -3,9 +3,9 @@
 httpx's default transport (httpcore) keeps one pool per client; with many threads it scans
 every pooled connection, and polls each idle socket, on every request. Under the threads
 pool, each worker thread posts one request at a time, so a kept-alive connection per
-thread and origin is all the pooling delivery needs. `FleetContext.http()` mounts this
-transport on the process's `httpx.Client`, so the sender, its classification of errors
-and the tests' `MockTransport` seam are unchanged.
+thread and origin is all the pooling delivery needs. Delivery posts through `post()`,
+without building httpx's request and response objects; `FleetContext.http()` also mounts
+this transport on an `httpx.Client` for anything that wants one.
 
 Errors are raised as httpx's: `ConnectTimeout`/`ConnectError` before the request went
 out, `ReadTimeout` while waiting for the answer, `RemoteProtocolError` when the peer
@@ -158,15 +158,16 @@ def _target(url: str) -> _Target:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise httpx.UnsupportedProtocol(f"cannot post to a {parsed.scheme or 'relative'} URL")
     default_port = {"http": 80, "https": 443}[parsed.scheme]
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    raw_host = parsed.raw_host.decode("ascii")  # an internationalised name IDNA-encoded
+    host = f"[{raw_host}]" if ":" in raw_host else raw_host
     host_header = host if parsed.port in (None, default_port) else f"{host}:{parsed.port}"
     headers = [("Host", host_header)]
-    if parsed.userinfo:
+    if parsed.username or parsed.password:
         # the credentials of the URL, sent as httpx sends them (Basic auth)
         username, _, password = parsed.userinfo.partition(b":")
         token = base64.b64encode(unquote_to_bytes(username) + b":" + unquote_to_bytes(password))
         headers.append(("Authorization", "Basic " + token.decode("ascii")))
-    return _Target((parsed.scheme, parsed.host, parsed.port), parsed.raw_path.decode("ascii"),
+    return _Target((parsed.scheme, raw_host, parsed.port), parsed.raw_path.decode("ascii"),
                    tuple(headers))
 
 

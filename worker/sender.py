@@ -75,7 +75,8 @@ def post_event(poster: Poster | httpx.Client, url: str, body: dict[str, Any]) ->
 
     Error texts never include the body (it holds the routing key) and hide URL passwords.
     """
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                         allow_nan=False).encode()  # as httpx encodes `json=`
     return _post(poster, url, content, JSON_HEADERS)
 
 

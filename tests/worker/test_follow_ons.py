@@ -70,6 +70,7 @@ def test_a_deliver_message_with_bad_arguments_becomes_a_malformed_dead_letter(
     app.send_task(defaults.DELIVER_TASK, args=(1, ["x"]))
     publish_deliveries(app, [("prod", "good")])
 
+    assert ctx.follow_ons.take() is None  # filed, and the task's follow-ons end there
     assert ctx.follow_ons.take() == QueuedSlot("prod", "good")
     letters = list(dead_letters.iter_dead_letters(redis_conn, ctx.keys,
                                                   dead_letters.Filters(reason="malformed")))

@@ -179,3 +179,12 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
             assert http.post(url, json={"ok": 1}).json() == {"ok": 1}
     finally:
         server.close()
+
+
+def test_post_names_hosts_and_credentials_as_httpx_does() -> None:
+    from worker.http_transport import _target
+
+    assert _target("http://münchen.test:8080/v2/enqueue").headers == (
+        ("Host", "xn--mnchen-3ya.test:8080"),)
+    assert _target("https://[::1]/v2/enqueue").headers == (("Host", "[::1]"),)
+    assert _target("https://:@h.test/v2/enqueue").headers == (("Host", "h.test"),)
