@@ -141,9 +141,12 @@ class FleetContext:
     def poster(self) -> ThreadConnectionsTransport:
         """What delivery posts with: the transport of `http()`, without httpx's request and
         response objects (worker/http_transport.py)."""
-        self.http()
-        assert self._http is not None
-        return self._http[2]
+        held = self._http
+        if held is None or held[0] != os.getpid():  # first use in this process: build it
+            self.http()
+            held = self._http
+            assert held is not None
+        return held[2]
 
     def close(self) -> None:
         """Close the HTTP client and Redis connections of this process."""
