@@ -32,7 +32,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 #    8 window, 9 waiting room, 10 the event
 # A: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
 #    7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
-#    11 timeline entry base fields (JSON list)
+#    11 timeline entry base fields (JSON list), 12 claim_ms
 # Returns {1, probe, window member} when the request may go (and marks the event `sent`:
 # from now on PagerDuty may have it), {0, wait_ms, reason} when the slot must wait, and
 # {0, 0, 'lease_lost'} when another worker has the slot now: nothing may be sent.
@@ -83,13 +83,18 @@ local function gate(K, A)
   redis.call('ZREMRANGEBYSCORE', K[8], '-inf', now - window_ms)
   local free = budget - redis.call('ZCARD', K[8])
   local mine = redis.call('ZSCORE', K[9], slot)
+  -- An older waiter keeps its place while it is due within the horizon: its turn is within
+  -- a window, or its task is queued or running (the schedule then holds it for a claim or
+  -- a lease, which may be longer than a window). One due later than that is stalled
+  -- (backing off, held by maintenance) and must not hold the budget for everyone else.
+  local horizon = now + math.max(window_ms, tonumber(A[12]), tonumber(A[7]))
   local ahead = 0
   for _, waiter in ipairs(redis.call('ZRANGE', K[9], 0, 199)) do
     if waiter == slot then break end
     local due = redis.call('ZSCORE', K[2], waiter)
     if not due then
       redis.call('ZREM', K[9], waiter)
-    elseif tonumber(due) <= now + window_ms then
+    elseif tonumber(due) <= horizon then
       ahead = ahead + 1
     end
   end

@@ -192,7 +192,7 @@ class SlotPass:
             [keys.timeline(""), destination.rate_limit_per_minute,
              int(settings.rate_window_seconds * 1000), settings.circuit_threshold,
              self.retention_ms, self.retention_ms, self.destination_name, self.dedup_key,
-             int(settings.max_event_age_seconds * 1000)],
+             int(settings.max_event_age_seconds * 1000), int(settings.claim_seconds * 1000)],
         )
 
     def _take_head(self) -> list[Any]:
@@ -421,7 +421,7 @@ class SlotPass:
                   destination.rate_limit_per_minute,
                   int(self.settings.rate_window_seconds * 1000), self.lease_ms,
                   self.settings.circuit_threshold, self.retention_ms, self.retention_ms,
-                  json.dumps(base)],
+                  json.dumps(base), int(self.settings.claim_seconds * 1000)],
         )
         admission = Admission.from_script(raw)
         if not admission.allowed:

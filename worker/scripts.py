@@ -71,7 +71,7 @@ return due
 # ARGV: 1 token, 2 lease_ms, 3 slot, 4 event key prefix,
 #       [5 timeline key prefix, 6 budget, 7 window_ms, 8 circuit threshold,
 #        9 timeline retention ms, 10 timeline ttl ms, 11 destination, 12 dedup_key,
-#        13 maximum event age ms]
+#        13 maximum event age ms, 14 claim_ms]
 # Returns {-2} while the slot backs off, {-1} when another worker holds it, {0} when there
 # is nothing to deliver (the slot leaves the schedule), else the lease is taken and the
 # reply is TAKE_HEAD's for the head event: {1, now, event_id, field, value, ...}. Taking
@@ -118,7 +118,7 @@ if KEYS[7] and suppressed == 0 and event.event and event.action and event.incide
     {KEYS[1], KEYS[2], ARGV[5] .. event.incident_id, KEYS[7], KEYS[8], KEYS[9], KEYS[10],
      KEYS[11], KEYS[12], ARGV[4] .. id},
     {ARGV[1], ARGV[3], id, event.enqueued_at, ARGV[6], ARGV[7], ARGV[2], ARGV[8], ARGV[9],
-     ARGV[10], base})
+     ARGV[10], base, ARGV[14]})
   for i, v in ipairs(admitted) do
     result[#result + 1] = i == 1 and '_gate' or '_gate_' .. i
     result[#result + 1] = tostring(v)

@@ -37,7 +37,7 @@ def test_a_pass_that_lost_its_lease_may_not_send(ctx: FleetContext, redis_conn) 
               keys.circuit_waiting("e"), keys.circuit_probe("e"), keys.cooldown("prod"),
               keys.rate_window("prod"), keys.rate_waiting("prod"), keys.event("e1")],
         args=["my-token", slot, "e1", 0, 100, 60_000, 30_000, 10, 1000, 1000,
-              json.dumps(["event_id", "e1"])],
+              json.dumps(["event_id", "e1"]), 5_000],
     )
     assert Admission.from_script(raw) == Admission(False, reason="lease_lost")
     # nothing changed: no token taken, no schedule or lease moved, the event not marked
