@@ -52,8 +52,9 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
     except ValidationError as exc:
         raise ConfigurationError([f"--{line}" for line in describe_validation_error(exc)]) \
             from None
-    add_window(redis_client(settings), Keyspace(settings.key_prefix), window)
-    click.echo(f"added window {window.id}: {destination}, {window.describe()}, {window.mode}")
+    woken = add_window(redis_client(settings), Keyspace(settings.key_prefix), window)
+    click.echo(f"added window {window.id}: {destination}, {window.describe()}, {window.mode}"
+               + (f" (replaced; {woken} held key(s) woken)" if woken else ""))
     return 0
 
 
@@ -91,7 +92,9 @@ def remove(window_id: str) -> int:
     if any(w.id == window_id for d in destinations.values() for w in d.maintenance):
         raise ConfigurationError([f"window {window_id!r} is defined in the destinations file; "
                                   "remove it there"])
-    if not remove_window(redis_client(settings), Keyspace(settings.key_prefix), window_id):
+    woken = remove_window(redis_client(settings), Keyspace(settings.key_prefix), window_id)
+    if woken is None:
         raise NotFoundError(f"no maintenance window {window_id!r}")
-    click.echo(f"removed window {window_id}")
+    click.echo(f"removed window {window_id}"
+               + (f"; {woken} held key(s) woken" if woken else ""))
     return 0

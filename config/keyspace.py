@@ -72,6 +72,11 @@ class Keyspace:
         """Hash: window id -> maintenance window added at run time (JSON)."""
         return f"{self.prefix}maintenance"
 
+    def maintenance_held(self, window_id: str) -> str:
+        """Set with a TTL: the slots a run-time `hold` window holds, woken when the window
+        is removed or replaced."""
+        return f"{self.prefix}maintenance-held:{window_id}"
+
     def timeline(self, incident_id: str) -> str:
         """Stream: every stage of every event of one MoniTao incident."""
         return f"{self.prefix}timeline:{incident_id}"

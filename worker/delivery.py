@@ -341,7 +341,7 @@ class SlotPass:
                                                    head.now_ms)
         if governing is None:
             return None
-        window, until = governing
+        window, until, stored = governing
         if window.mode == "suppress" and follow_up_of_open:
             return None
         if window.mode == "suppress":
@@ -352,14 +352,22 @@ class SlotPass:
         entry = self._entry("retry_scheduled", head.event_id, event.action,
                             reason="maintenance", window=window.id,
                             retry_at=head.now_ms + wait_ms, delay_ms=wait_ms)
-        self.ctx.scripts.wait(
-            keys=[self.keys.lease(self.slot), self.keys.schedule,
-                  self.keys.timeline(event.incident_id)],
+        keys = self.keys
+        window_keys, window_args = ([], []) if stored is None else (
+            [keys.maintenance, keys.maintenance_held(window.id)],
+            [window.id, stored, int(self.settings.maintenance_cache_seconds * 1000) + 100])
+        held = self.ctx.scripts.wait(
+            keys=[keys.lease(self.slot), keys.schedule, keys.timeline(event.incident_id),
+                  *window_keys],
             args=[self.token, self.slot, wait_ms, self.retention_ms, self.retention_ms,
-                  json.dumps(entry)],
+                  json.dumps(entry), *window_args],
         )
-        log.info("slot %s held until %s by maintenance window %s", self.slot,
-                 until.isoformat(), window.id)
+        if held:
+            log.info("slot %s held until %s by maintenance window %s", self.slot,
+                     until.isoformat(), window.id)
+        else:
+            log.info("slot %s not held: maintenance window %s changed since it was read",
+                     self.slot, window.id)
         return False
 
     def _coalesce(self, head: Head, event: AlertEvent) -> bool:

@@ -252,15 +252,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return {delay, health[1]}
 """
 
-# KEYS: lease, schedule, timeline   ARGV: token, slot, due_in_ms, timeline retention ms,
-#       timeline ttl ms, entry (JSON list)
+# KEYS: lease, schedule, timeline, [4 maintenance, 5 the window's held set]
+# ARGV: token, slot, due_in_ms, timeline retention ms, timeline ttl ms, entry (JSON list),
+#       [7 window id, 8 the window's JSON as the worker read it, 9 recheck ms]
 # Gives the slot back until due_in_ms from now, recording why in the timeline (an event
-# held for a maintenance window).
+# held for a maintenance window). With the bracketed KEYS and ARGV (a run-time window), the
+# slot is held only if Redis still has that very window, and is recorded in its held set
+# for `maintenance remove` to wake; a window removed or changed since the worker read it
+# holds nothing: the slot is looked at again after recheck ms, when the worker's view is
+# fresh. Returns 1 when held, 0 when not.
 WAIT = NOW + APPEND_TIMELINE + """
+local due_in = tonumber(ARGV[3])
+local held = 1
+if KEYS[4] then
+  if redis.call('HGET', KEYS[4], ARGV[7]) == ARGV[8] then
+    redis.call('SADD', KEYS[5], ARGV[2])
+    if redis.call('PTTL', KEYS[5]) < due_in + 60000 then
+      redis.call('PEXPIRE', KEYS[5], due_in + 60000)
+    end
+  else
+    due_in, held = math.min(due_in, tonumber(ARGV[9])), 0
+  end
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
-append_timeline(KEYS[3], '[' .. ARGV[6] .. ']', tonumber(ARGV[4]), ARGV[5])
-return 1
+redis.call('ZADD', KEYS[2], now + due_in, ARGV[2])
+if held == 1 then append_timeline(KEYS[3], '[' .. ARGV[6] .. ']', tonumber(ARGV[4]), ARGV[5]) end
+return held
 """
 
 # KEYS: lease, schedule   ARGV: token, slot, due_in_ms

@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from config.keyspace import slot_of
 from config.maintenance import MaintenanceWindow
+from config.settings import Settings
+from producer import AlertProducer
 from tests.conftest import Fleet, wait_until
 from worker import timeline
+from worker.app import create_app
+from worker.context import FleetContext
+from worker.delivery import deliver_slot
 from worker.maintenance import add_window, remove_window
 
 
@@ -62,6 +68,82 @@ def test_held_events_are_delivered_when_the_window_ends(fleet: Fleet) -> None:
             if e["stage"] == "retry_scheduled"]
     assert held[0]["reason"] == "maintenance" and held[0]["window"] == "hold"
     assert fleet.redis.hget(fleet.keys.event(ids[0]), "attempts") == "1"
+
+
+def hold_window(window_id: str, minutes: float = 10) -> MaintenanceWindow:
+    now = datetime.now(UTC)
+    return MaintenanceWindow(id=window_id, destination="prod", start=now - timedelta(minutes=1),
+                             end=now + timedelta(minutes=minutes), mode="hold")
+
+
+def held(fleet: Fleet, incident: str) -> list[dict]:
+    return [e for e in timeline.read(fleet.redis, fleet.keys, incident)
+            if e["stage"] == "retry_scheduled" and e.get("reason") == "maintenance"]
+
+
+def test_removing_a_hold_window_delivers_what_it_held_at_once(fleet: Fleet) -> None:
+    add_window(fleet.redis, fleet.keys, hold_window("long-hold"))
+    ids = fleet.producer.send_many([event(4, "r", "trigger"), event(4, "r", "resolve")])
+    other = fleet.producer.send_many([event(5, "s", "trigger")])
+    wait_until(lambda: held(fleet, "r") and held(fleet, "s"), timeout=10,
+               message="the events to be held")
+
+    # the window would hold them ten more minutes; removing it wakes both keys now
+    assert remove_window(fleet.redis, fleet.keys, "long-hold") == 2
+    assert set(fleet.wait_final(ids + other, timeout=20).values()) == {"delivered"}
+    assert [e["event_action"] for e in fleet.sim.received()
+            if e["dedup_key"].endswith("-r")] == ["trigger", "resolve"]
+    assert not fleet.redis.exists(fleet.keys.maintenance_held("long-hold"))
+    assert remove_window(fleet.redis, fleet.keys, "long-hold") is None
+
+
+def test_shortening_a_hold_window_delivers_at_its_new_end(fleet: Fleet) -> None:
+    add_window(fleet.redis, fleet.keys, hold_window("shortened"))
+    [trigger] = fleet.producer.send_many([event(6, "t", "trigger")])
+    wait_until(lambda: held(fleet, "t"), timeout=10, message="the trigger to be held")
+
+    ends = datetime.now(UTC) + timedelta(seconds=2)
+    replacement = hold_window("shortened").model_copy(update={"end": ends})
+    assert add_window(fleet.redis, fleet.keys, replacement) == 1
+    assert fleet.wait_final([trigger], timeout=20) == {trigger: "delivered"}
+    [received] = fleet.sim.received()
+    assert received["ts"] >= ends.timestamp() - 0.05  # held by the new window until its end
+    assert [e["retry_at"] for e in held(fleet, "t")][-1] == int(ends.timestamp() * 1000)
+
+
+def test_a_worker_with_a_stale_view_of_a_removed_window_holds_nothing(
+    settings: Settings, destinations, sim, redis_conn
+) -> None:
+    # workers cache the windows for 30 s here: one still sees the window after its removal
+    stale = settings.model_copy(update={"maintenance_cache_seconds": 30.0})
+    ctx = FleetContext(stale, destinations)
+    producer = AlertProducer(stale, destinations=destinations, redis=redis_conn,
+                             celery_app=create_app(stale, destinations))
+    keys, dedup = ctx.keys, "monitao-monitor-7-incident-u"
+    try:
+        add_window(redis_conn, keys, hold_window("stale"))
+        [trigger] = producer.send_many([event(7, "u", "trigger")])
+        assert deliver_slot(ctx, "prod", dedup).ended == "waiting"
+        assert redis_conn.smembers(keys.maintenance_held("stale")) == {slot_of("prod", dedup)}
+
+        assert remove_window(redis_conn, keys, "stale") == 1
+        assert deliver_slot(ctx, "prod", dedup).ended == "waiting"  # still sees the window
+        due_in = redis_conn.zscore(keys.schedule, slot_of("prod", dedup)) - (
+            datetime.now(UTC).timestamp() * 1000)
+        assert due_in <= 30_100  # looked at again once the view is fresh, not in 10 minutes
+        entries = [e for e in timeline.read(redis_conn, keys, "u")
+                   if e["stage"] == "retry_scheduled"]
+        assert len(entries) == 1  # the pass that held nothing says nothing
+
+        fresh = FleetContext(settings, destinations)
+        try:
+            deliver_slot(fresh, "prod", dedup)
+        finally:
+            fresh.close()
+        assert redis_conn.hget(keys.event(trigger), "state") == "delivered"
+        assert [e["dedup_key"] for e in sim.received()] == [dedup]
+    finally:
+        ctx.close()
 
 
 @pytest.fixture
