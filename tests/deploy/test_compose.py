@@ -39,7 +39,7 @@ SERVICE_KEYS = {
     "image", "build", "command", "entrypoint", "environment", "env_file", "configs", "secrets",
     "deploy", "healthcheck", "depends_on", "volumes", "ports", "profiles", "restart", "init",
     "read_only", "tmpfs", "cap_drop", "cap_add", "security_opt", "stop_grace_period",
-    "stop_signal", "user", "networks", "labels", "logging", "ulimits", "working_dir",
+    "stop_signal", "user", "networks", "labels", "logging", "ulimits", "working_dir", "expose",
 }
 TOP_KEYS = {"name", "services", "configs", "secrets", "volumes", "networks"}
 
@@ -177,6 +177,13 @@ def test_workers_scale_and_stop_gracefully() -> None:
         service = compose()["services"][name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]
+
+
+def test_every_worker_replica_serves_metrics_on_the_compose_network_only() -> None:
+    worker = compose()["services"]["worker"]
+    port = int(worker["environment"]["MONITAO_PD_METRICS_PORT"])
+    assert port > 0 and worker["expose"] == [str(port)]
+    assert "ports" not in worker  # replicas would fight over a published host port
 
 
 def test_flower_asks_for_basic_auth_and_listens_on_localhost_by_default() -> None:

@@ -262,6 +262,19 @@ def test_settings_configmap_holds_valid_settings(monkeypatch: pytest.MonkeyPatch
     assert settings.visibility_timeout > LONGEST_TASK_SECONDS
 
 
+def test_worker_pods_serve_metrics_where_prometheus_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in by_kind("ConfigMap")["monitao-pd-settings"]["data"].items():
+        monkeypatch.setenv(name, value)
+    port = load_settings().metrics_port
+    template = worker()["spec"]["template"]
+    [container_port] = [p for p in pod(worker())["containers"][0]["ports"]
+                        if p["name"] == "metrics"]
+    assert port > 0 and container_port["containerPort"] == port
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/scrape"] == "true"
+
+
 def test_destinations_configmap_is_a_valid_destinations_file() -> None:
     toml = by_kind("ConfigMap")["monitao-pd-destinations"]["data"]["destinations.toml"]
     document = tomllib.loads(toml)
