@@ -81,6 +81,10 @@ def timeline_detail(entry: dict[str, Any]) -> str:
         if entry.get("operator"):
             parts.append(f"by {entry['operator']}")
         return " - ".join(p for p in parts if p)
+    if str(stage).startswith("pagerduty_"):
+        parts = [f"by {entry['agent']}" if entry.get("agent") else "",
+                 f"PagerDuty incident {entry['pd_incident']}" if entry.get("pd_incident") else ""]
+        return ", ".join(p for p in parts if p)
     return ""
 
 

@@ -1,9 +1,10 @@
 """`monitao-pd run` (what `make run` calls): the whole fleet on one machine, and a demo.
 
 Starts what is missing (an embedded Redis when nothing answers at the default URL, the
-PagerDuty simulator, a worker, Flower with generated credentials), sends a sample trigger
-and, once it is delivered, its resolve, prints the incident's timeline, and keeps running
-until Ctrl-C; then it stops everything it started.
+PagerDuty simulator, a worker, Flower with generated credentials, the webhook receiver the
+simulator reports responders' actions to), sends a sample trigger, has a simulated
+responder acknowledge it once it is delivered, sends its resolve, prints the incident's
+timeline, and keeps running until Ctrl-C; then it stops everything it started.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+import redis
 
 from cli.formatting import timeline_table
 from config import defaults
@@ -30,6 +33,9 @@ from config.errors import MonitaoPDError, RedisUnavailableError
 from config.keyspace import Keyspace
 from config.settings import Settings, load_settings
 from worker import timeline
+
+if TYPE_CHECKING:
+    from simulator import Simulator
 
 DELIVERY_TIMEOUT = 90.0
 DEMO_DESTINATION = "demo"
@@ -69,6 +75,15 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
         os.environ.update(env)  # the producer below reads the same settings as the children
         settings = load_settings()
 
+        # PagerDuty's webhooks, played by the simulator, signed with a secret of this run
+        from webhooks import WebhookService
+
+        webhook_secret = secrets.token_urlsafe(24)
+        receiver = stack.enter_context(
+            WebhookService(load_settings(webhook_secrets=webhook_secret)))
+        sim.set_webhook(receiver.url, webhook_secret)
+        click.echo(f"Webhook receiver: {receiver.url}")
+
         processes.append(_spawn(["worker", f"--concurrency={concurrency}"], env))
         flower_port = free_port() if _port_busy(5555) else 5555
         user, password = "monitao", secrets.token_urlsafe(18)
@@ -77,7 +92,7 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
         flower_url = f"http://127.0.0.1:{flower_port}"
 
         if sample_to:
-            _demo(settings, sample_to)
+            _demo(settings, sample_to, sim if sample_to == DEMO_DESTINATION else None)
         else:
             click.echo("Your MONITAO_PD_CONFIG is set: no sample sent (use --sample-to NAME).")
         click.echo(f"\nFlower: {flower_url}  user: {user}  password: {password}")
@@ -153,11 +168,14 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=5)
 
 
-def _demo(settings: Settings, destination: str) -> None:
+def _demo(settings: Settings, destination: str, sim: Simulator | None) -> None:
+    """Send a sample incident to `destination`; with the simulator behind it, a simulated
+    responder acknowledges it in between, and the webhook's entry joins its timeline."""
     from producer import AlertProducer
 
     incident = f"demo-{secrets.token_hex(3)}"
     base = {"destination": destination, "monitor_id": "123", "incident_id": incident}
+    keys = Keyspace(settings.key_prefix)
     with AlertProducer(settings) as producer:
         trigger = producer.send(dict(
             base, action="trigger", summary="[DOWN] example.com - HTTP 503", level="critical",
@@ -167,12 +185,30 @@ def _demo(settings: Settings, destination: str) -> None:
         ))
         click.echo(f"sent trigger {trigger} for incident {incident}; waiting for delivery")
         _wait_final(producer, trigger)
+        if sim is not None:
+            click.echo("a simulated responder acknowledges it in PagerDuty; waiting for the "
+                       "webhook")
+            sim.respond(f"monitao-monitor-123-incident-{incident}", "acknowledge",
+                        agent="Demo Responder")
+            _wait_stage(producer.redis, keys, incident, "pagerduty_acknowledged")
         resolve = producer.send(dict(base, action="resolve"))
         click.echo(f"sent resolve {resolve}; waiting for delivery")
         _wait_final(producer, resolve)
+        if sim is not None:
+            _wait_stage(producer.redis, keys, incident, "pagerduty_resolved")
         click.echo(f"\nTimeline of incident {incident}:")
-        entries = timeline.read(producer.redis, Keyspace(settings.key_prefix), incident)
-        click.echo(timeline_table(entries))
+        click.echo(timeline_table(timeline.read(producer.redis, keys, incident)))
+
+
+def _wait_stage(client: redis.Redis, keys: Keyspace, incident: str, stage: str) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while time.monotonic() < deadline:
+        if any(e["stage"] == stage for e in timeline.read(client, keys, incident)):
+            click.echo(f"  -> {stage}")
+            return
+        time.sleep(0.2)
+    raise MonitaoPDError(f"no {stage} in incident {incident}'s timeline within "
+                         f"{DELIVERY_TIMEOUT:.0f} s")
 
 
 def _wait_final(producer: object, event_id: str) -> None:

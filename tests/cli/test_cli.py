@@ -213,6 +213,13 @@ def test_make_run_delivers_the_demo_incident_and_stops_everything(
     table = out[out.index("Timeline of incident"):]
     delivered = [line for line in table.splitlines() if "  delivered  " in line]
     assert [line.split()[2] for line in delivered] == ["trigger", "resolve"]
+    # the simulated responder's acknowledgement came back through the webhook receiver
+    stages = [line.split()[1] for line in table.splitlines()[2:] if line.strip()]
+    assert stages.index("delivered") < stages.index("pagerduty_acknowledged") < (
+        stages.index("pagerduty_resolved"))
+    assert "Webhook receiver: http://127.0.0.1:" in out
+    [acknowledged] = [line for line in table.splitlines() if "pagerduty_acknowledged" in line]
+    assert "by Demo Responder, PagerDuty incident " in acknowledged
     assert "Flower: http://127.0.0.1:" in out and "password:" in out
     routing_key = [line for line in out.splitlines() if "MONITAO_PD_DEMO_ROUTING_KEY" in line]
     assert not routing_key
