@@ -159,16 +159,29 @@ return result
 #       11 outcome, 12 account params (JSON), 13 action, 14 release when empty ('1' or ''),
 #       [15 the deliver task's name: take the next queued message once released]
 # Ends the head event in a final state: pops it (only if it is still the head), records
-# the outcome and the timeline entries, files a dead letter, feeds the circuit. With
+# the outcome and the timeline entries, files a dead letter, feeds the circuit. The event's
+# `written_by` field names the pass (token) whose finish or retry wrote it last, so a
+# client's retry of the same call is answered without being recorded twice. With
 # ARGV[14], a mailbox left empty also ends the pass as TAKE_HEAD would (lease released,
 # slot out of the schedule), which saves that round trip.
 # Returns {events left, circuit transition, now, 1 if the lease was released else 0}, and
 # with KEYS[15], once released, the body and body encoding of the queued deliver message
 # it took (`take_queued`): a follow-on without a round trip of its own.
 FINISH = NOW + APPEND_TIMELINE + ACCOUNT + TAKE_QUEUED_FN + """
+if redis.call('HGET', KEYS[4], 'written_by') == 'finish ' .. ARGV[1] then
+  -- redis-py sending this very call again after its reply was lost: it already ran, so
+  -- record nothing twice (timeline, circuit), only answer as it did
+  local left = redis.call('LLEN', KEYS[2])
+  local released = 0
+  if left == 0 and ARGV[14] == '1' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    released = 1
+  end
+  return {left, '', now, released}
+end
 local fields = cjson.decode(ARGV[9])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[4], k, v) end
-redis.call('HSET', KEYS[4], 'state', ARGV[4], 'finished_at', now)
+redis.call('HSET', KEYS[4], 'state', ARGV[4], 'finished_at', now,
+           'written_by', 'finish ' .. ARGV[1])
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
 if ARGV[4] == 'dead_lettered' then
   redis.call('ZADD', KEYS[6], now, ARGV[2])
@@ -228,8 +241,13 @@ return {left, health[1], now, released}
 # The hold stops any stray task for the slot; the schedule brings it back when due.
 # Returns {delay_ms, circuit transition}.
 RETRY = NOW + APPEND_TIMELINE + ACCOUNT + """
+if redis.call('HGET', KEYS[3], 'written_by') == 'retry ' .. ARGV[1] then
+  -- this very call sent again after its reply was lost (see FINISH): answer as it did
+  return {math.max(1, redis.call('PTTL', KEYS[5])), ''}
+end
 local fields = cjson.decode(ARGV[6])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, v) end
+redis.call('HSET', KEYS[3], 'written_by', 'retry ' .. ARGV[1])
 local health = account(ARGV[8], cjson.decode(ARGV[9]),
                        {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[2], KEYS[10], KEYS[11]})
 local delay = math.max(1, tonumber(ARGV[3]))
