@@ -1,10 +1,11 @@
 """`monitao-pd run` (what `make run` calls): the whole fleet on one machine, and a demo.
 
 Starts what is missing (an embedded Redis when nothing answers at the default URL, the
-PagerDuty simulator, a worker, Flower with generated credentials, the webhook receiver the
-simulator reports responders' actions to), sends a sample trigger, has a simulated
-responder acknowledge it once it is delivered, sends its resolve, prints the incident's
-timeline, and keeps running until Ctrl-C; then it stops everything it started.
+PagerDuty simulator, a worker, Flower with generated credentials and, for the demo
+destination, the webhook receiver the simulator reports responders' actions to), sends a
+sample trigger, has a simulated responder acknowledge it once it is delivered (demo only),
+sends its resolve, prints the incident's timeline, and keeps running until Ctrl-C; then it
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
         sim = stack.enter_context(Simulator(faults=Faults()))
         click.echo(f"PagerDuty simulator: {sim.url}")
 
-        if settings.config is None:
+        demo = settings.config is None
+        if demo:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitao-pd-")))
             env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim.events_url))
             env["MONITAO_PD_DEMO_ROUTING_KEY"] = _random_routing_key()
@@ -75,14 +77,16 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
         os.environ.update(env)  # the producer below reads the same settings as the children
         settings = load_settings()
 
-        # PagerDuty's webhooks, played by the simulator, signed with a secret of this run
-        from webhooks import WebhookService
+        if demo:
+            # PagerDuty's webhooks, played by the simulator, signed with a secret of this
+            # run (not with your own config: the receiver would join your fleet's)
+            from webhooks import WebhookService
 
-        webhook_secret = secrets.token_urlsafe(24)
-        receiver = stack.enter_context(
-            WebhookService(load_settings(webhook_secrets=webhook_secret)))
-        sim.set_webhook(receiver.url, webhook_secret)
-        click.echo(f"Webhook receiver: {receiver.url}")
+            webhook_secret = secrets.token_urlsafe(24)
+            receiver = stack.enter_context(
+                WebhookService(load_settings(webhook_secrets=webhook_secret)))
+            sim.set_webhook(receiver.url, webhook_secret)
+            click.echo(f"Webhook receiver: {receiver.url}")
 
         processes.append(_spawn(["worker", f"--concurrency={concurrency}"], env))
         flower_port = free_port() if _port_busy(5555) else 5555
@@ -92,7 +96,7 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
         flower_url = f"http://127.0.0.1:{flower_port}"
 
         if sample_to:
-            _demo(settings, sample_to, sim if sample_to == DEMO_DESTINATION else None)
+            _demo(settings, sample_to, sim if demo else None)
         else:
             click.echo("Your MONITAO_PD_CONFIG is set: no sample sent (use --sample-to NAME).")
         click.echo(f"\nFlower: {flower_url}  user: {user}  password: {password}")

@@ -168,9 +168,12 @@ return result
 # with KEYS[15], once released, the body and body encoding of the queued deliver message
 # it took (`take_queued`): a follow-on without a round trip of its own.
 FINISH = NOW + APPEND_TIMELINE + ACCOUNT + TAKE_QUEUED_FN + """
-if redis.call('HGET', KEYS[4], 'written_by') == 'finish ' .. ARGV[1] then
+if redis.call('HGET', KEYS[4], 'written_by') == 'finish ' .. ARGV[1]
+    and redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
   -- redis-py sending this very call again after its reply was lost: it already ran, so
-  -- record nothing twice (timeline, circuit), only answer as it did
+  -- record nothing twice (timeline, circuit) and answer as it did, but for the queued
+  -- message it may have taken (that one's slot comes back when its claim ends). An event
+  -- at the head again was replayed from the dead letters since: it is finished anew.
   local left = redis.call('LLEN', KEYS[2])
   local released = 0
   if left == 0 and ARGV[14] == '1' and redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -86,11 +86,8 @@ def test_worker_unit() -> None:
     assert context.info_name == "health" and context.params["local"] is True
     assert context.params["wait"] > 0
     assert post[0] == BINARY
-    # each instance's exporter on a port of its own, valid for @1 to @9
-    [port] = [v.partition("=")[2] for v in service["Environment"]
-              if v.startswith("MONITAO_PD_METRICS_PORT=")]
-    ports = {int(port.replace("%i", str(n))) for n in range(1, 10)}
-    assert len(ports) == 9 and all(1024 < p <= 65535 for p in ports)
+    # one port for every instance would make all but the first run without metrics
+    assert not any("METRICS_PORT" in v for v in service.get("Environment", []))
 
 
 def test_flower_unit_listens_on_localhost_with_auth() -> None:

@@ -93,3 +93,31 @@ def test_a_retry_sent_twice_counts_one_failure(ctx, settings, destinations, sim,
         time.sleep(0.05)
     assert redis_conn.hget(ctx.keys.event(trigger), "state") == "delivered"
     assert not redis_conn.exists(circuit)
+
+
+def test_an_event_replayed_during_the_pass_that_dead_lettered_it_is_finished_again(
+    ctx, settings, destinations, sim, redis_conn
+) -> None:
+    # the trigger is too old to send: dead-lettered by a finish that keeps the slot, and
+    # replayed by an operator before the same pass looks at the mailbox again
+    from worker.replay import Replayer
+
+    [trigger] = send(settings, destinations, redis_conn, "trigger")
+    redis_conn.hset(ctx.keys.event(trigger), "enqueued_at", 1)
+    scripts, replayed = ctx.scripts, []
+    take_head = scripts.take_head
+
+    def replay_first(**kwargs: Any) -> Any:
+        if not replayed:
+            replayed.extend(Replayer(redis_conn, settings).replay([trigger]))
+        return take_head(**kwargs)
+
+    scripts.take_head = replay_first  # type: ignore[method-assign]
+
+    report = deliver_slot(ctx, "prod", DEDUP)
+
+    assert [d.outcome for d in replayed] == ["queued"]
+    assert (report.ended, report.finished) == ("empty", 2)
+    assert redis_conn.hget(ctx.keys.event(trigger), "state") == "delivered"
+    assert len(sim.received()) == 1  # sent once, not again and again
+    assert stages(ctx, redis_conn).count("delivered") == 1
