@@ -15,7 +15,7 @@ from config.errors import ConfigurationError, NotFoundError
 from config.keyspace import Keyspace
 from config.maintenance import MaintenanceWindow
 from config.settings import describe_validation_error, load_settings
-from worker.maintenance import add_window, all_windows, remove_window
+from worker.maintenance import add_window, all_windows, held_keys, remove_window
 
 
 @click.group()
@@ -64,12 +64,14 @@ def list_windows(as_json: bool) -> int:
     """List configured and run-time windows, and whether each is active now."""
     settings = load_settings()
     destinations = load_destinations(settings.config, resolve_secrets=False)
-    windows = all_windows(redis_client(settings), Keyspace(settings.key_prefix),
-                          destinations.values())
+    client, keys = redis_client(settings), Keyspace(settings.key_prefix)
+    windows = all_windows(client, keys, destinations.values())
+    held = {w.id: held_keys(client, keys, w.id) for w in windows if w.origin == "runtime"}
     now = datetime.now(UTC)
     if as_json:
         rows = [dict(w.model_dump(mode="json"), active_until=(
-            until.isoformat() if (until := w.active_until(now)) else None)) for w in windows]
+            until.isoformat() if (until := w.active_until(now)) else None),
+            holding=held.get(w.id)) for w in windows]
         click.echo(json.dumps(rows, indent=2))
         return 0
     if not windows:
@@ -77,8 +79,10 @@ def list_windows(as_json: bool) -> int:
         return 0
     click.echo(table(
         [[w.id, w.destination, ",".join(w.monitors) or "all", w.describe(), w.mode,
-          "yes" if w.active_until(now) else "no", w.origin, w.reason] for w in windows],
-        ["id", "destination", "monitors", "when", "mode", "active", "from", "reason"],
+          "yes" if w.active_until(now) else "no", w.origin,
+          str(held[w.id]) if w.id in held else "-", w.reason] for w in windows],
+        ["id", "destination", "monitors", "when", "mode", "active", "from", "holding",
+         "reason"],
     ))
     return 0
 

@@ -66,6 +66,11 @@ def remove_window(client: redis.Redis, keys: Keyspace, window_id: str) -> int | 
     return woken if removed else None
 
 
+def held_keys(client: redis.Redis, keys: Keyspace, window_id: str) -> int:
+    """How many keys a run-time `hold` window holds now (0 for any other window)."""
+    return int(client.scard(keys.maintenance_held(window_id)))
+
+
 def stored_windows(client: redis.Redis, keys: Keyspace) -> list[tuple[MaintenanceWindow, str]]:
     """Every stored run-time window that is still of use, with its stored JSON; unreadable
     entries are skipped."""

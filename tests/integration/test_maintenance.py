@@ -18,7 +18,7 @@ from worker import timeline
 from worker.app import create_app
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
-from worker.maintenance import add_window, remove_window
+from worker.maintenance import add_window, held_keys, remove_window
 
 
 def event(monitor: int, incident: str, action: str) -> dict:
@@ -88,6 +88,7 @@ def test_removing_a_hold_window_delivers_what_it_held_at_once(fleet: Fleet) -> N
     wait_until(lambda: held(fleet, "r") and held(fleet, "s"), timeout=10,
                message="the events to be held")
 
+    assert held_keys(fleet.redis, fleet.keys, "long-hold") == 2  # `maintenance list` shows it
     # the window would hold them ten more minutes; removing it wakes both keys now
     assert remove_window(fleet.redis, fleet.keys, "long-hold") == 2
     assert set(fleet.wait_final(ids + other, timeout=20).values()) == {"delivered"}
@@ -170,6 +171,7 @@ def test_maintenance_cli(cli_env: None, capsys: pytest.CaptureFixture[str]) -> N
     assert windows["prod-1"]["origin"] == "config" and windows["prod-1"]["mode"] == "hold"
     assert windows["upgrade"]["monitors"] == ["123"]
     assert windows["upgrade"]["active_until"] is None
+    assert (windows["upgrade"]["holding"], windows["prod-1"]["holding"]) == (0, None)
     assert main(["maintenance", "list"]) == 0
     assert "db upgrade" in capsys.readouterr().out
 
