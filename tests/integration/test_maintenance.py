@@ -103,7 +103,7 @@ def test_shortening_a_hold_window_delivers_at_its_new_end(fleet: Fleet) -> None:
     [trigger] = fleet.producer.send_many([event(6, "t", "trigger")])
     wait_until(lambda: held(fleet, "t"), timeout=10, message="the trigger to be held")
 
-    ends = datetime.now(UTC) + timedelta(seconds=2)
+    ends = datetime.now(UTC) + timedelta(seconds=4)
     replacement = hold_window("shortened").model_copy(update={"end": ends})
     assert add_window(fleet.redis, fleet.keys, replacement) == 1
     assert fleet.wait_final([trigger], timeout=20) == {trigger: "delivered"}
