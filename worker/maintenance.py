@@ -24,7 +24,8 @@ from worker.admission import NOW
 KEEP_ENDED = timedelta(days=7)
 
 
-# KEYS: maintenance, held set of the window   ARGV: window id, window JSON ('' to remove)
+# KEYS: maintenance, the window's held set, schedule   ARGV: window id, window JSON ('' to
+#       remove it)
 # Stores or deletes the window and makes every slot it held due now (a slot due earlier, or
 # gone from the schedule, is left alone). A worker whose cached view still has the old
 # window finds it changed when it tries to hold a slot again (see WAIT), so nothing is held
