@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -204,25 +205,32 @@ def _demo(settings: Settings, destination: str, sim: Simulator | None) -> None:
         click.echo(timeline_table(timeline.read(producer.redis, keys, incident)))
 
 
-def _wait_stage(client: redis.Redis, keys: Keyspace, incident: str, stage: str) -> None:
-    deadline = time.monotonic() + DELIVERY_TIMEOUT
-    while time.monotonic() < deadline:
-        if any(e["stage"] == stage for e in timeline.read(client, keys, incident)):
-            click.echo(f"  -> {stage}")
-            return
-        time.sleep(0.2)
-    raise MonitaoPDError(f"no {stage} in incident {incident}'s timeline within "
-                         f"{DELIVERY_TIMEOUT:.0f} s")
-
-
 def _wait_final(producer: object, event_id: str) -> None:
     keys = producer.keys  # type: ignore[attr-defined]
     client = producer.redis  # type: ignore[attr-defined]
+
+    def final() -> str | None:
+        state = client.hget(keys.event(event_id), "state")
+        return state if state and state != "pending" else None
+
+    _wait_for(final, f"event {event_id} was not delivered")
+
+
+def _wait_stage(client: redis.Redis, keys: Keyspace, incident: str, stage: str) -> None:
+    def reached() -> str | None:
+        entries = timeline.read(client, keys, incident)
+        return stage if any(e["stage"] == stage for e in entries) else None
+
+    _wait_for(reached, f"no {stage} in incident {incident}'s timeline")
+
+
+def _wait_for(outcome: Callable[[], str | None], failure: str) -> None:
+    """Poll `outcome` until it names one (printed), for at most DELIVERY_TIMEOUT."""
     deadline = time.monotonic() + DELIVERY_TIMEOUT
     while time.monotonic() < deadline:
-        state = client.hget(keys.event(event_id), "state")
-        if state and state != "pending":
-            click.echo(f"  -> {state}")
+        reached = outcome()
+        if reached:
+            click.echo(f"  -> {reached}")
             return
         time.sleep(0.2)
-    raise MonitaoPDError(f"event {event_id} was not delivered within {DELIVERY_TIMEOUT:.0f} s")
+    raise MonitaoPDError(f"{failure} within {DELIVERY_TIMEOUT:.0f} s")

@@ -26,6 +26,7 @@ from config.settings import Settings, load_settings
 from producer import AlertProducer
 from simulator import Simulator
 from worker.app import create_app
+from worker.context import FleetContext
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 # Test runs pick database 9 of a shared server, and a prefix of their own inside it.
@@ -128,6 +129,24 @@ def destinations(sim: Simulator, routing_key: str) -> dict[str, Destination]:
                                    "rate_limit_per_minute": 100_000}}},
         environ={},
     )
+
+
+@pytest.fixture
+def coalescing_destinations(sim: Simulator, routing_key: str) -> dict[str, Destination]:
+    """`destinations` with coalescing on."""
+    return parse_destinations(
+        {"destinations": {"prod": {"routing_key": routing_key, "events_url": sim.events_url,
+                                   "rate_limit_per_minute": 100_000, "coalesce": True}}},
+        environ={},
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings, destinations: dict[str, Destination]) -> Iterator[FleetContext]:
+    """A worker's context on the test settings, for driving delivery passes directly."""
+    context = FleetContext(settings, destinations)
+    yield context
+    context.close()
 
 
 @dataclass

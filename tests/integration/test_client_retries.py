@@ -5,10 +5,7 @@ outcome twice. Real Redis and simulator; the scripts run for real, twice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from config.keyspace import slot_of
 from config.settings import Settings
@@ -19,12 +16,6 @@ from worker.delivery import deliver_slot, endpoint_id
 
 DEDUP = "monitao-monitor-8-incident-twice"
 
-
-@pytest.fixture
-def ctx(settings: Settings, destinations) -> Iterator[FleetContext]:
-    context = FleetContext(settings, destinations)
-    yield context
-    context.close()
 
 
 def sent_twice(ctx: FleetContext, name: str) -> list[Any]:

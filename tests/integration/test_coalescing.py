@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from config.destinations import Destination, parse_destinations
+from config.destinations import Destination
 from tests.conftest import Fleet
 from worker import timeline
 
 
 @pytest.fixture
-def destinations(sim, routing_key: str) -> dict[str, Destination]:
-    return parse_destinations(
-        {"destinations": {"prod": {"routing_key": routing_key, "events_url": sim.events_url,
-                                   "rate_limit_per_minute": 100_000, "coalesce": True}}},
-        environ={},
-    )
+def destinations(coalescing_destinations: dict[str, Destination]) -> dict[str, Destination]:
+    return coalescing_destinations
 
 
 def trigger(incident: str, seq: int) -> dict:

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from config.destinations import Destination, parse_destinations
 from config.keyspace import slot_of
 from config.maintenance import MaintenanceWindow
 from producer import AlertProducer
@@ -19,13 +15,6 @@ from worker.admission import Admission
 from worker.context import FleetContext
 from worker.delivery import deliver_slot
 from worker.maintenance import add_window
-
-
-@pytest.fixture
-def ctx(settings, destinations) -> Iterator[FleetContext]:
-    context = FleetContext(settings, destinations)
-    yield context
-    context.close()
 
 
 def test_a_pass_that_lost_its_lease_may_not_send(ctx: FleetContext, redis_conn) -> None:
@@ -47,25 +36,16 @@ def test_a_pass_that_lost_its_lease_may_not_send(ctx: FleetContext, redis_conn) 
     assert not redis_conn.exists(keys.event("e1"))
 
 
-@pytest.fixture
-def coalescing(sim, routing_key: str) -> dict[str, Destination]:
-    return parse_destinations(
-        {"destinations": {"prod": {"routing_key": routing_key, "events_url": sim.events_url,
-                                   "rate_limit_per_minute": 100_000, "coalesce": True}}},
-        environ={},
-    )
-
-
 def test_a_trigger_whose_reply_was_lost_is_never_coalesced_away(
-    settings, coalescing, sim, redis_conn
+    settings, coalescing_destinations, sim, redis_conn
 ) -> None:
     # A trigger went out (PagerDuty answered 202) but the worker died before recording it:
     # it is still at the head, with the `sent` mark the gate set and no attempt recorded.
-    ctx = FleetContext(settings, coalescing)
+    ctx = FleetContext(settings, coalescing_destinations)
     from worker.app import create_app
 
-    producer = AlertProducer(settings, destinations=coalescing, redis=redis_conn,
-                             celery_app=create_app(settings, coalescing))
+    producer = AlertProducer(settings, destinations=coalescing_destinations, redis=redis_conn,
+                             celery_app=create_app(settings, coalescing_destinations))
     incident = f"lost-{uuid.uuid4().hex[:6]}"
     trigger, resolve = producer.send_many([
         {"action": "trigger", "monitor_id": "3", "incident_id": incident, "summary": "down"},

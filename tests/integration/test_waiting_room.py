@@ -4,9 +4,6 @@ waiter keeps its place while its task is queued, a stalled one does not block th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from config.keyspace import slot_of
 from worker.admission import Admission
@@ -14,12 +11,6 @@ from worker.context import FleetContext
 
 WINDOW_MS, LEASE_MS, CLAIM_MS = 2_000, 10_000, 5_000
 
-
-@pytest.fixture
-def ctx(settings, destinations) -> Iterator[FleetContext]:
-    context = FleetContext(settings, destinations)
-    yield context
-    context.close()
 
 
 def redis_now_ms(redis_conn) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
 import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -22,12 +21,6 @@ JSON = st.recursive(
     max_leaves=12,
 )
 
-
-@pytest.fixture
-def ctx(settings, destinations) -> FleetContext:
-    context = FleetContext(settings, destinations)
-    yield context
-    context.close()
 
 
 def plant(client: redis.Redis, ctx: FleetContext, raw: bytes) -> tuple[str, str]:
