@@ -59,15 +59,15 @@ DNS_THREADS = 4
 class ThreadConnectionsTransport(httpx.BaseTransport):
     """Sends each request on this thread's kept-alive connection to the request's origin.
 
-    `resolve` looks host names up (`socket.getaddrinfo` by default; tests give a slow one).
+    `resolve` looks host names up (`socket.getaddrinfo` by default, looked up when used).
     """
 
     def __init__(self, *, connect_timeout: float, read_timeout: float,
                  ssl_context: ssl.SSLContext | None = None,
-                 resolve: Resolver = socket.getaddrinfo) -> None:
+                 resolve: Resolver | None = None) -> None:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._ssl_context = ssl_context
-        self._resolve = resolve
+        self._resolve = resolve or (lambda *args: socket.getaddrinfo(*args))
         self._local = threading.local()
         self._all: set[http.client.HTTPConnection] = set()
         self._lock = threading.Lock()

@@ -67,7 +67,7 @@ def test_a_trigger_processed_after_the_window_is_closed_again_by_the_confirmatio
         order = arrivals(fleet, incident)
         assert order == ["trigger", "resolve", "trigger", "resolve"], order
         assert [i["status"] for i in fleet.sim.incidents()] == ["resolved", "resolved"]
-        entries = timeline.read(fleet.redis, fleet.keys, incident)
+        entries = list(timeline.read(fleet.redis, fleet.keys, incident))
         [queued] = [e for e in entries if e["event_id"] == confirm and e["stage"] == "enqueued"]
         assert queued["confirm_of"] == resolve
 
