@@ -40,6 +40,7 @@ from typing import Any
 import redis
 
 from config.errors import NotFoundError
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, slot_of, split_slot
 from config.settings import Settings
 from worker import dead_letters, timeline
@@ -134,7 +135,7 @@ class Replayer:
         self.keys = Keyspace(settings.key_prefix)
         self.force, self.dry_run, self.in_flight_wait = force, dry_run, in_flight_wait
         self.operator = operator if operator is not None else operator_name()
-        self._script = client.register_script(REPLAY)
+        self._script = IdempotentScript(client, REPLAY, self.keys)
 
     def replay(self, event_ids: Iterable[str]) -> list[Decision]:
         """Replay the given events, each key's in production order; one decision each."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import redis
 
+from config.idempotent import IdempotentScript
+from config.keyspace import Keyspace
 from worker.admission import ACCOUNT, GATE, GATE_FN, NOW
 
 APPEND_TIMELINE = """
@@ -87,21 +89,22 @@ local function uncertain(key, action, sent_until, window_ms)
 end
 """
 
-# Lua: `read_head(event_key, marker, attempt_ms, window_ms)`, with `now` in scope: the head
-# event's stored fields (flat list and table), after the bookkeeping due whenever a pass
-# takes it: time it spent held by a maintenance window is added to `held_ms` (it does not
-# age the event), and an attempt of an earlier pass that went out and never finished
-# (`in_flight`: its worker died, or stalled past its lease) becomes the slot's uncertainty,
-# since PagerDuty may still get it. Also returns until when the event must wait for an
-# uncertain request (epoch ms, 0: it may go) and that request's action.
+# Lua: `read_head(event_key, marker, attempt_ms, window_ms, token)`, with `now` in scope: the
+# head event's stored fields (flat list and table), after the bookkeeping due whenever a
+# pass takes it: time it spent held by a maintenance window is added to `held_ms` (it does
+# not age the event), and an attempt of an earlier pass that went out and never finished
+# (`in_flight`, and the gate that let it go was another pass's: its worker died, or stalled
+# past its lease) becomes the slot's uncertainty, since PagerDuty may still get it. Also
+# returns until when the event must wait for an uncertain request (epoch ms, 0: it may go)
+# and that request's action.
 HEAD_FN = UNCERTAIN_FN + """
-local function read_head(event_key, marker, attempt_ms, window_ms)
-  local mark = redis.call('HMGET', event_key, 'held_at', 'in_flight', 'action')
+local function read_head(event_key, marker, attempt_ms, window_ms, token)
+  local mark = redis.call('HMGET', event_key, 'held_at', 'in_flight', 'action', 'gate_by')
   if mark[1] then
     redis.call('HINCRBY', event_key, 'held_ms', math.max(0, now - (tonumber(mark[1]) or now)))
     redis.call('HDEL', event_key, 'held_at')
   end
-  if mark[2] then
+  if mark[2] and mark[4] ~= token then
     if tonumber(mark[2]) then
       uncertain(marker, mark[3] or '', tonumber(mark[2]) + attempt_ms, window_ms)
     end
@@ -157,7 +160,7 @@ end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 local suppressed = redis.call('EXISTS', KEYS[5])
 local stored, event, wait, doubt = read_head(ARGV[4] .. id, KEYS[7], tonumber(ARGV[5]),
-                                             tonumber(ARGV[6]))
+                                             tonumber(ARGV[6]), ARGV[1])
 local result = {1, now, id, '_suppressed', tostring(suppressed),
                 '_last_sent', redis.call('GET', KEYS[6]) or '',
                 '_wait_until', tostring(wait), '_uncertain', doubt}
@@ -200,7 +203,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 local stored, _, wait, doubt = read_head(ARGV[4] .. id, KEYS[6], tonumber(ARGV[5]),
-                                         tonumber(ARGV[6]))
+                                         tonumber(ARGV[6]), ARGV[1])
 local result = {1, now, id, '_suppressed', tostring(redis.call('EXISTS', KEYS[4])),
                 '_last_sent', redis.call('GET', KEYS[5]) or '',
                 '_wait_until', tostring(wait), '_uncertain', doubt}
@@ -341,6 +344,8 @@ return reply
 RETRY = NOW + APPEND_TIMELINE + ACCOUNT + UNCERTAIN_FN + """
 if redis.call('HGET', KEYS[3], 'written_by') == 'retry ' .. ARGV[1] then
   -- this very call sent again after its reply was lost (see FINISH): answer as it did
+  local reply = redis.call('HGET', KEYS[3], 'retry_reply')
+  if reply then return cjson.decode(reply) end
   return {math.max(1, redis.call('PTTL', KEYS[5])), ''}
 end
 local fields = cjson.decode(ARGV[6])
@@ -367,6 +372,7 @@ append_timeline(KEYS[4], cjson.encode(entries), tonumber(ARGV[4]), ARGV[5])
 redis.call('SET', KEYS[5], '1', 'PX', delay)
 redis.call('ZADD', KEYS[2], now + delay, ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[3], 'retry_reply', cjson.encode({delay, health[1]}))
 return {delay, health[1]}
 """
 
@@ -422,8 +428,8 @@ return 1
 class WorkerScripts:
     """The worker's Lua scripts, registered on one Redis client (EVALSHA, reloaded on need)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.claim_due = client.register_script(CLAIM_DUE)
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+        self.claim_due = IdempotentScript(client, CLAIM_DUE, keys)
         self.acquire = client.register_script(ACQUIRE)
         self.take_head = client.register_script(TAKE_HEAD)
         self.finish = client.register_script(FINISH)
