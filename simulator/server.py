@@ -191,7 +191,7 @@ class _State:
             elif not self._admit(digest, faults.rate_limit):
                 answer = (429, dict(THROTTLE_BODY))
             else:
-                dedup_key, change = self._ingest(event, digest)
+                dedup_key, change = self._ingest(event, digest, stalled)
                 answer = (
                     202,
                     {"status": "success", "message": "Event processed", "dedup_key": dedup_key},
@@ -222,7 +222,8 @@ class _State:
         window.append(now)
         return True
 
-    def _ingest(self, event: dict[str, Any], digest: str) -> tuple[str, dict[str, Any] | None]:
+    def _ingest(self, event: dict[str, Any], digest: str,
+                stalled: bool = False) -> tuple[str, dict[str, Any] | None]:
         """Apply one accepted event; its dedup_key and the webhook body of any change."""
         action = event["event_action"]
         dedup_key = event.get("dedup_key") or uuid.UUID(int=self.rng.getrandbits(128)).hex
@@ -267,6 +268,7 @@ class _State:
                 "event_action": action,
                 "body": body,
                 "dropped": action != "trigger" and not is_open,
+                "stalled": stalled,
             }
         )
         return dedup_key, change

@@ -229,8 +229,9 @@ return result
 # as TAKE_HEAD would (lease released, slot out of the schedule), which saves that round
 # trip. A resolve delivered while a trigger of the slot may still reach PagerDuty late
 # (before the uncertainty marker's `confirm_until`) is followed by a confirmation: a copy
-# of it (`<event_id>:confirm`) queued to go once the uncertainty window has passed, so a
-# late trigger that re-opened the incident is closed again; the pass ends there.
+# of it (`<event_id>:confirm`) put first in the mailbox, to go once the uncertainty window
+# has passed, so a late trigger that re-opened the incident is closed again; the pass
+# ends there.
 # Returns {events left, circuit transition, now, 1 if the lease was released else 0}, and
 # with KEYS[17], once released, the body and body encoding of the queued deliver message
 # it took (`take_queued`): a follow-on without a round trip of its own.
@@ -299,7 +300,9 @@ if ARGV[4] == 'delivered' and ARGV[13] == 'resolve' and doubt[1] == 'trigger'
     redis.call('HSET', key, 'event', source[1] or '', 'state', 'pending', 'slot', ARGV[3],
                'attempts', 0, 'enqueued_at', now, 'action', 'resolve',
                'incident_id', source[2] or 'unknown', 'confirm_of', ARGV[2])
-    redis.call('RPUSH', KEYS[2], confirm)
+    -- next in line: a later event of the key (a new outage's trigger) must not go before
+    -- it, or the confirmation would resolve the new incident
+    redis.call('LPUSH', KEYS[2], confirm)
     local slash = string.find(ARGV[3], '/', 1, true) or 0
     append_timeline(KEYS[5], cjson.encode({{
       'stage', 'enqueued', 'event_id', confirm, 'action', 'resolve',
