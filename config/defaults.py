@@ -17,6 +17,14 @@ MAX_EVENT_AGE_SECONDS = 24 * 3600.0
 # PagerDuty answers in well under a second; a stalled connection must not hold a key for long.
 HTTP_CONNECT_TIMEOUT = 5.0
 HTTP_READ_TIMEOUT = 10.0
+# One attempt (connection, request, answer) must end this long before its key's lease does:
+# room for a stalled thread between the last deadline check and the bytes leaving, so that no
+# request goes out once another worker may hold the key.
+ATTEMPT_MARGIN_SECONDS = 1.0
+# After an attempt whose answer was lost (PagerDuty may still process it), the incident's
+# next event of another action waits this long, so a late trigger cannot land after its
+# resolve; a resolve that follows such a trigger is sent once more after it as well.
+UNCERTAIN_WINDOW_SECONDS = 30.0
 
 # A deliver task makes one pass over one key for at most PASS_SECONDS plus one attempt
 # (15 s), so 60 s is "a little above the longest task": Celery restores a message a crashed

@@ -63,6 +63,16 @@ class Keyspace:
         acknowledge and resolve are suppressed too."""
         return f"{self.prefix}suppressed:{slot}"
 
+    def reply(self, call_id: str) -> str:
+        """String with a TTL: a script call's reply, for a resend of the same call
+        (config/idempotent.py)."""
+        return f"{self.prefix}reply:{call_id}"
+
+    def uncertain(self, slot: str) -> str:
+        """Hash with a TTL: a request of the slot that went out and whose answer was lost
+        (its action, until when PagerDuty may still process it): see worker/scripts.py."""
+        return f"{self.prefix}uncertain:{slot}"
+
     def last_sent(self, slot: str) -> str:
         """String: the action of the slot's last event PagerDuty accepted (for coalescing)."""
         return f"{self.prefix}sent:{slot}"

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = Field(defaults.HTTP_CONNECT_TIMEOUT, gt=0)
     http_read_timeout: float = Field(defaults.HTTP_READ_TIMEOUT, gt=0)
+    uncertain_window_seconds: float = Field(defaults.UNCERTAIN_WINDOW_SECONDS, ge=0)
 
     visibility_timeout: int = Field(defaults.VISIBILITY_TIMEOUT, ge=10)
     lease_seconds: float = Field(defaults.LEASE_SECONDS, ge=1)
@@ -135,10 +136,12 @@ class Settings(BaseSettings):
                 f"retry_base_seconds ({self.retry_base_seconds:g})"
             )
         longest_attempt = self.http_connect_timeout + self.http_read_timeout
-        if self.lease_seconds <= longest_attempt:
+        if self.lease_seconds < longest_attempt + defaults.ATTEMPT_MARGIN_SECONDS:
             problems.append(
-                f"lease_seconds ({self.lease_seconds:g}) must exceed one attempt's longest "
-                f"time, http_connect_timeout + http_read_timeout ({longest_attempt:g})"
+                f"lease_seconds ({self.lease_seconds:g}) must outlast one attempt's deadline, "
+                f"http_connect_timeout + http_read_timeout ({longest_attempt:g}), by "
+                f"{defaults.ATTEMPT_MARGIN_SECONDS:g} s: no request may leave a worker once "
+                "another may hold its key"
             )
         if self.visibility_timeout <= self.pass_seconds + longest_attempt:
             problems.append(
@@ -188,6 +191,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def attempt_seconds(self) -> float:
+        """One attempt's deadline, from opening its connection to reading the answer."""
+        return self.http_connect_timeout + self.http_read_timeout
 
     @property
     def celery_broker_url(self) -> str:

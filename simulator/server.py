@@ -50,6 +50,13 @@ class Faults:
     force_status: int | None = None
     fail_next: int = 0
     drop_connections: bool = False
+    # Delayed processing: the next `stall_next` requests (and each further one with
+    # probability `stall_rate`) are held `stall_ms` before being processed as usual (their
+    # event counts), then their connection is closed without an answer: a request PagerDuty
+    # took whose answer was lost, processed after whatever the sender sent next.
+    stall_next: int = 0
+    stall_rate: float = 0.0
+    stall_ms: float = 0.0
 
 
 _FAULT_NAMES = tuple(field.name for field in dataclasses.fields(Faults))
@@ -67,9 +74,10 @@ def _check_fault(name: str, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"'{name}' must be a number")
-    if name in ("latency_ms", "latency_jitter_ms", "error_rate"):
-        if not 0.0 <= value <= (1.0 if name == "error_rate" else math.inf):
-            span = "between 0 and 1" if name == "error_rate" else "zero or more"
+    if name in ("latency_ms", "latency_jitter_ms", "error_rate", "stall_rate", "stall_ms"):
+        rate = name in ("error_rate", "stall_rate")
+        if not 0.0 <= value <= (1.0 if rate else math.inf):
+            span = "between 0 and 1" if rate else "zero or more"
             raise ValueError(f"'{name}' must be {span}")
         return float(value)
     if not isinstance(value, int):
@@ -142,8 +150,19 @@ class _State:
             for name in _FAULT_NAMES:
                 setattr(self.faults, name, getattr(self.baseline, name))
 
-    def enqueue(self, raw: bytes) -> tuple[int, dict[str, Any]] | None:
-        """Decide the answer to one ``/v2/enqueue`` body; None means drop the connection."""
+    def stall(self) -> float:
+        """Seconds to hold the request now arriving before processing it (0: answer it)."""
+        with self.lock:
+            faults = self.faults
+            if faults.stall_next > 0:
+                faults.stall_next -= 1
+            elif not (faults.stall_rate > 0 and self.rng.random() < faults.stall_rate):
+                return 0.0
+            return faults.stall_ms / 1000.0
+
+    def enqueue(self, raw: bytes, *, stalled: bool = False) -> tuple[int, dict[str, Any]] | None:
+        """Decide the answer to one ``/v2/enqueue`` body; None means drop the connection.
+        `stalled`: it was held before processing, and its answer will not be sent."""
         # Parsing up to 512 KB of JSON is the slow part: keep it outside the lock.
         event: dict[str, Any] | None = None
         rejection: InvalidEvent | None = None
@@ -172,7 +191,7 @@ class _State:
             elif not self._admit(digest, faults.rate_limit):
                 answer = (429, dict(THROTTLE_BODY))
             else:
-                dedup_key, change = self._ingest(event, digest)
+                dedup_key, change = self._ingest(event, digest, stalled)
                 answer = (
                     202,
                     {"status": "success", "message": "Event processed", "dedup_key": dedup_key},
@@ -185,6 +204,7 @@ class _State:
                     "routing_key_hash": digest[:12] if digest else None,
                     "dedup_key": dedup_key,
                     "event_action": action,
+                    "stalled": stalled,
                 }
             )
         if change is not None:  # posted by the sender's thread, never under the lock
@@ -202,7 +222,8 @@ class _State:
         window.append(now)
         return True
 
-    def _ingest(self, event: dict[str, Any], digest: str) -> tuple[str, dict[str, Any] | None]:
+    def _ingest(self, event: dict[str, Any], digest: str,
+                stalled: bool = False) -> tuple[str, dict[str, Any] | None]:
         """Apply one accepted event; its dedup_key and the webhook body of any change."""
         action = event["event_action"]
         dedup_key = event.get("dedup_key") or uuid.UUID(int=self.rng.getrandbits(128)).hex
@@ -247,6 +268,7 @@ class _State:
                 "event_action": action,
                 "body": body,
                 "dropped": action != "trigger" and not is_open,
+                "stalled": stalled,
             }
         )
         return dedup_key, change
@@ -311,6 +333,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v2/enqueue":
             # Latency is slept before deciding, outside the lock, so slow answers overlap.
             time.sleep(state.latency())
+            stall = state.stall()
+            if stall:  # processed late, and never answered
+                time.sleep(stall)
+                state.enqueue(raw, stalled=True)
+                self._drop()
+                return
             answer = state.enqueue(raw)
             if answer is None:
                 self._drop()

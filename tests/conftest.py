@@ -100,6 +100,7 @@ FAST = dict(
     retry_base_seconds=0.05, retry_cap_seconds=0.4, dispatch_interval=0.05,
     http_connect_timeout=1.0, http_read_timeout=3.0, lease_seconds=10.0, claim_seconds=5.0,
     pass_seconds=5.0, visibility_timeout=30, maintenance_cache_seconds=0,
+    uncertain_window_seconds=1.0,
 )
 
 

@@ -33,11 +33,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # A: 1 token, 2 slot, 3 event_id, 4 head enqueued at (ms), 5 budget, 6 window_ms,
 #    7 lease_ms, 8 circuit threshold, 9 timeline retention ms, 10 timeline ttl ms,
 #    11 timeline entry base fields (JSON list), 12 claim_ms
-# Returns {1, probe, window member} when the request may go (and marks the event `sent`:
-# from now on PagerDuty may have it), {0, wait_ms, reason} when the slot must wait, and
-# {0, 0, 'lease_lost'} when another worker has the slot now: nothing may be sent.
+# Returns {1, probe, window member} when the request may go (and marks the event `sent`,
+# and `in_flight` since now until its attempt finishes: from now on PagerDuty may have
+# it), {0, wait_ms, reason} when the slot must wait, and {0, 0, 'lease_lost'} when another
+# worker has the slot now: nothing may be sent. The answer is kept on the event for the
+# pass (`gate_by`, `gate_reply`), so a client's resend of the same call (its reply lost)
+# gets the same answer instead of a second place in the window or a probe held by nobody.
 GATE_FN = """
-local function gate(K, A)
+local function decide(K, A)
   local slot = A[2]
 
   -- a pass that lost its lease (a slow step, a stalled Redis) must not send: another worker
@@ -103,7 +106,7 @@ local function gate(K, A)
     redis.call('ZADD', K[8], now, member)
     redis.call('PEXPIRE', K[8], window_ms)
     if mine then redis.call('ZREM', K[9], slot) end
-    redis.call('HSET', K[10], 'sent', 1)
+    redis.call('HSET', K[10], 'sent', 1, 'in_flight', now)
     return {1, probe, member}
   end
 
@@ -116,6 +119,16 @@ local function gate(K, A)
   local wait = (rounds + 1) * window_ms
   if token[2] then wait = tonumber(token[2]) + window_ms - now + rounds * window_ms end
   return deny(wait, 'rate_limit', 'rate_limited')
+end
+
+local function gate(K, A)
+  local memo = redis.call('HMGET', K[10], 'gate_by', 'gate_reply')
+  if memo[1] == A[1] and memo[2] then return cjson.decode(memo[2]) end
+  local reply = decide(K, A)
+  if reply[3] ~= 'lease_lost' then  -- that answer changed nothing: a resend finds it again
+    redis.call('HSET', K[10], 'gate_by', A[1], 'gate_reply', cjson.encode(reply))
+  end
+  return reply
 end
 """
 
@@ -224,8 +237,11 @@ class Admission:
         return cls(False, wait_ms=int(raw[1]), reason=str(raw[2]))  # type: ignore[call-overload]
 
 
-def outcome_class(kind: str, http_status: int | None) -> str:
-    """What one request says about the endpoint's health, for ACCOUNT."""
+def outcome_class(kind: str, http_status: int | None, abandoned: bool = False) -> str:
+    """What one request says about the endpoint's health, for ACCOUNT (an abandoned attempt
+    sent nothing: its admission is given back)."""
+    if abandoned:
+        return "none"
     if http_status == 429:
         return "throttled"
     if kind == "retry":

@@ -87,7 +87,7 @@ class FleetContext:
         """The Lua scripts, registered on this thread's own connection to `redis`."""
         local = self._local
         if getattr(local, "scripts_pid", None) != os.getpid():
-            local.scripts = WorkerScripts(self.thread_client(self.redis))
+            local.scripts = WorkerScripts(self.thread_client(self.redis), self.keys)
             local.scripts_pid = os.getpid()
         return local.scripts  # type: ignore[no-any-return]
 

@@ -23,6 +23,7 @@ from pydantic import SecretStr, ValidationError
 from config import defaults
 from config.destinations import Destination
 from config.errors import NotFoundError
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, split_slot
 from config.settings import Settings
 from worker import timeline
@@ -242,7 +243,7 @@ def retire(
     Returns `state` when done, else the state found (`pending`, `missing`, ...).
     """
     retention_ms = int(settings.timeline_retention_seconds * 1000)
-    return str(client.register_script(RETIRE)(
+    return str(IdempotentScript(client, RETIRE, keys)(
         keys=[keys.event(event_id), keys.dead_letters, keys.timeline(incident_id)],
         args=[event_id, state, int(settings.event_retention_seconds * 1000), retention_ms,
               retention_ms, json.dumps(entry)],

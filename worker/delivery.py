@@ -32,7 +32,7 @@ from worker.backoff import retry_delay
 from worker.callback import callback_request
 from worker.context import FleetContext
 from worker.payload import build_event
-from worker.sender import Outcome, post_event, post_raw
+from worker.sender import Outcome, open_connection, post_event, post_raw
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ class Head:
     def enqueued_at(self) -> int:
         return int(float(self.fields.get("enqueued_at") or self.now_ms))
 
+    @property
+    def age_ms(self) -> int:
+        """How long the event has waited to be sent, not counting time a maintenance window
+        held it (a held event is delivered after its window, however long)."""
+        return self.now_ms - self.enqueued_at - int(float(self.fields.get("held_ms") or 0))
+
+    @property
+    def wait_until(self) -> int:
+        """Until when (epoch ms) the event waits for an earlier request of its key that may
+        still reach PagerDuty (0: it may go now)."""
+        return int(self.fields.get("_wait_until") or 0)
+
 
 @functools.lru_cache(maxsize=1024)
 def endpoint_id(url: str) -> str:
@@ -134,6 +146,14 @@ class SlotPass:
         self.taken: list[Any] | None = None
         self.deadline = deadline if deadline is not None else (
             time.monotonic() + self.settings.pass_seconds)
+        # An attempt's request may leave the worker until this long after the attempt began
+        # (the transport's deadline), plus the margin the lease keeps over it.
+        self.attempt_ms = int((self.settings.attempt_seconds
+                               + defaults.ATTEMPT_MARGIN_SECONDS) * 1000)
+        self.uncertain_ms = int(self.settings.uncertain_window_seconds * 1000)
+        # The connection ACQUIRE's built-in gate is for, opened before it: (when the
+        # attempt began, the connect failure if any).
+        self.opened: tuple[float, Outcome | None] | None = None
 
     def run(self) -> PassReport:
         keys, slot = self.keys, self.slot
@@ -141,8 +161,10 @@ class SlotPass:
         gate_keys, gate_args = self._gate_with_acquire()
         raw = self.ctx.scripts.acquire(
             keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.hold(slot),
-                  keys.suppressed(slot), keys.last_sent(slot), *gate_keys],
-            args=[self.token, self.lease_ms, slot, keys.event(""), *gate_args],
+                  keys.suppressed(slot), keys.last_sent(slot), keys.uncertain(slot),
+                  *gate_keys],
+            args=[self.token, self.lease_ms, slot, keys.event(""), self.attempt_ms,
+                  self.uncertain_ms, *gate_args],
         )
         if raw[0] != 1:
             return PassReport(slot, {0: "empty", -1: "busy"}.get(raw[0], "backing_off"))
@@ -178,12 +200,15 @@ class SlotPass:
     def _gate_with_acquire(self) -> tuple[list[str], list[Any]]:
         """ACQUIRE's optional gate KEYS and ARGV: for a destination where the event itself
         decides nothing before the gate (configured, no coalescing, no maintenance window),
-        the first event of the pass is admitted in the same round trip."""
+        the first event of the pass is admitted in the same round trip. The connection the
+        request will go on is opened first: no gate is asked before it (worker/http_transport.py).
+        """
         destination = self.ctx.destinations.get(self.destination_name)
         if destination is None or destination.coalesce or (
             self.ctx.maintenance.has_windows(self.destination_name)
         ):
             return [], []
+        self.opened = self._open(destination.url)
         keys, settings, endpoint = self.keys, self.settings, endpoint_id(destination.url)
         return (
             [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
@@ -200,8 +225,9 @@ class SlotPass:
         keys, slot = self.keys, self.slot
         return self.ctx.scripts.take_head(  # type: ignore[no-any-return]
             keys=[keys.lease(slot), keys.schedule, keys.mailbox(slot), keys.suppressed(slot),
-                  keys.last_sent(slot)],
-            args=[self.token, self.lease_ms, slot, keys.event("")],
+                  keys.last_sent(slot), keys.uncertain(slot)],
+            args=[self.token, self.lease_ms, slot, keys.event(""), self.attempt_ms,
+                  self.uncertain_ms],
         )
 
     def _deliver(self, head: Head) -> bool:
@@ -229,16 +255,15 @@ class SlotPass:
                          error=f"cannot decode the stored event ({type(exc).__name__})")
             return True
 
-        age_ms = head.now_ms - head.enqueued_at
-        if age_ms > self.settings.max_event_age_seconds * 1000:
-            self._finish(head, event, "dead_lettered", reason="expired",
-                         error=f"undelivered after {age_ms / 1000:.0f} s")
+        if self._expired(head, event):
             return True
         destination = self.ctx.destinations.get(self.destination_name)
         if destination is None:
             self._finish(head, event, "dead_lettered", reason="unknown_destination",
                          error=f"destination {self.destination_name!r} is not configured")
             return True
+        if head.wait_until > head.now_ms:
+            return self._wait_for_uncertain(head, event)
         # Admitted by ACQUIRE: no window existed for the destination when the pass began.
         held = self._maintenance(head, event) if admission is None else None
         if held is not None:
@@ -254,8 +279,8 @@ class SlotPass:
                          error=f"level {event.level!r} has no severity mapping")
             return True
 
-        return self._attempt(head, event, destination,
-                             lambda: post_event(self.ctx.poster(), destination.url, body))
+        return self._attempt(head, event, destination, lambda deadline: post_event(
+            self.ctx.poster(), destination.url, body, deadline=deadline))
 
     def _deliver_callback(self, head: Head) -> bool:
         """Deliver a PagerDuty state change to MoniTao's callback URL, signed."""
@@ -275,26 +300,72 @@ class SlotPass:
             self._finish(head, change, "dead_lettered", reason="malformed",
                          error="cannot decode the stored state change")
             return True
-        age_ms = head.now_ms - head.enqueued_at
-        if age_ms > settings.max_event_age_seconds * 1000:
-            self._finish(head, change, "dead_lettered", reason="expired",
-                         error=f"undelivered after {age_ms / 1000:.0f} s")
+        if self._expired(head, change):
             return True
+        if head.wait_until > head.now_ms:
+            return self._wait_for_uncertain(head, change)
         target = CallbackTarget(self.destination_name, settings.callback_url,
                                 settings.callback_rate_limit_per_minute)
         content, headers = callback_request(raw or "", head.event_id,
                                             settings.callback_secret.get_secret_value())
-        return self._attempt(head, change, target,
-                             lambda: post_raw(self.ctx.poster(), target.url, content, headers))
+        return self._attempt(head, change, target, lambda deadline: post_raw(
+            self.ctx.poster(), target.url, content, headers, deadline=deadline))
+
+    def _expired(self, head: Head, event: AlertEvent | CallbackChange) -> bool:
+        """Dead-letter an event too old to send; True when it was."""
+        if head.age_ms <= self.settings.max_event_age_seconds * 1000:
+            return False
+        self._finish(head, event, "dead_lettered", reason="expired",
+                     error=f"undelivered after {head.age_ms / 1000:.0f} s")
+        return True
+
+    def _wait_for_uncertain(self, head: Head, event: AlertEvent | CallbackChange) -> bool:
+        """Give the slot back until an earlier request of another action, whose answer was
+        lost, can no longer reach PagerDuty (so it cannot land after this event)."""
+        wait_ms = head.wait_until - head.now_ms
+        earlier = head.fields.get("_uncertain") or "request"
+        entry = self._entry(
+            "retry_scheduled", head.event_id, event.action, reason="uncertain_delivery",
+            error=f"an earlier {earlier} of this key went out without an answer; waiting "
+                  "until PagerDuty can no longer process it",
+            retry_at=head.wait_until, delay_ms=wait_ms)
+        self._give_back(head, event.incident_id, wait_ms, entry)
+        log.info("slot %s waits %d ms for an earlier %s whose answer was lost", self.slot,
+                 wait_ms, earlier)
+        return False
+
+    def _give_back(self, head: Head, incident_id: str, wait_ms: int, entry: list[str], *,
+                   held: bool = False, window_keys: list[str] | None = None,
+                   window_args: list[Any] | None = None) -> bool:
+        """Give the slot back for `wait_ms`, recording `entry` in `incident_id`'s timeline
+        (WAIT); `held`: a maintenance window holds the event. True when given back for it."""
+        keys = self.keys
+        return bool(self.ctx.scripts.wait(
+            keys=[keys.lease(self.slot), keys.schedule, keys.timeline(incident_id),
+                  keys.event(head.event_id), *(window_keys or [])],
+            args=[self.token, self.slot, wait_ms, self.retention_ms, self.retention_ms,
+                  json.dumps(entry), "1" if held else "", *(window_args or [])],
+        ))
+
+    def _open(self, url: str) -> tuple[float, Outcome | None]:
+        """Open this thread's connection to `url` for an attempt that begins now; returns
+        when it began and, if the connection failed, the failure as the attempt's outcome."""
+        started = time.monotonic()
+        return started, open_connection(self.ctx.poster(), url)
 
     def _attempt(self, head: Head, event: AlertEvent | CallbackChange,
                  destination: Destination | CallbackTarget,
-                 send: Callable[[], Outcome]) -> bool:
-        """Pass the gate, send, and finish or schedule a retry; True when the event is final."""
+                 send: Callable[[float], Outcome]) -> bool:
+        """Open the connection, pass the gate, send within the attempt's deadline, and
+        finish or schedule a retry; True when the event is final."""
+        opened = self.opened if head.admission is not None and self.opened else None
+        started, failed = opened or self._open(destination.url)
+        self.opened = None
         admission = self._admit(head, event, destination)
         if not admission.allowed:
             return False
-        outcome = send()
+        # the lease was renewed after `started`, and outlasts the deadline by the margin
+        outcome = failed or send(started + self.settings.attempt_seconds)
         metrics.record_attempt(self.destination_name, outcome.kind, outcome.latency_ms / 1000)
         attempt = head.attempts + 1
         attempt_entry = self._entry(
@@ -302,6 +373,7 @@ class SlotPass:
             http_status=outcome.http_status, latency_ms=outcome.latency_ms, error=outcome.error,
             worker=self.ctx.worker_name, task_id=self.task_id,
             probe="yes" if admission.probe else None,
+            answer_lost="yes" if outcome.ambiguous else None,
         )
         # A delivered attempt at DEBUG: in a storm, one INFO line per alert cost about 4%
         # of a worker's CPU (py-spy), and the timeline records every attempt anyway.
@@ -356,12 +428,8 @@ class SlotPass:
         window_keys, window_args = ([], []) if stored is None else (
             [keys.maintenance, keys.maintenance_held(window.id)],
             [window.id, stored, int(self.settings.maintenance_cache_seconds * 1000) + 100])
-        held = self.ctx.scripts.wait(
-            keys=[keys.lease(self.slot), keys.schedule, keys.timeline(event.incident_id),
-                  *window_keys],
-            args=[self.token, self.slot, wait_ms, self.retention_ms, self.retention_ms,
-                  json.dumps(entry), *window_args],
-        )
+        held = self._give_back(head, event.incident_id, wait_ms, entry, held=True,
+                               window_keys=window_keys, window_args=window_args)
         if held:
             log.info("slot %s held until %s by maintenance window %s", self.slot,
                      until.isoformat(), window.id)
@@ -456,7 +524,8 @@ class SlotPass:
             [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
              keys.circuit_probe(endpoint), keys.cooldown(destination.name), keys.circuit_log,
              keys.rate_window(destination.name)],
-            [outcome_class(outcome.kind, outcome.http_status), json.dumps(params)],
+            [outcome_class(outcome.kind, outcome.http_status, outcome.abandoned),
+             json.dumps(params)],
         )
 
     def _entry(self, stage: str, event_id: str, action: str, **extra: object) -> list[str]:
@@ -501,11 +570,13 @@ class SlotPass:
         result = self.ctx.scripts.finish(
             keys=[keys.lease(slot), keys.mailbox(slot), keys.schedule, keys.event(head.event_id),
                   keys.timeline(incident), keys.dead_letters, *account_keys,
-                  keys.suppressed(slot), keys.last_sent(slot), *queue_keys],
+                  keys.suppressed(slot), keys.last_sent(slot), keys.uncertain(slot),
+                  keys.hold(slot), *queue_keys],
             args=[self.token, head.event_id, slot, state, self.lease_ms,
                   int(settings.event_retention_seconds * 1000), self.retention_ms,
                   self.retention_ms, json.dumps(fields), json.dumps(entries), *account_args,
-                  action, "1" if release_when_empty else "", *queue_args],
+                  action, "1" if release_when_empty else "", self.uncertain_ms,
+                  keys.event(""), *queue_args],
         )
         self.released = bool(int(result[3]))
         if len(result) > 4:
@@ -559,10 +630,12 @@ class SlotPass:
         account_keys, account_args = account
         result = self.ctx.scripts.retry(
             keys=[keys.lease(slot), keys.schedule, keys.event(head.event_id),
-                  keys.timeline(event.incident_id), keys.hold(slot), *account_keys],
+                  keys.timeline(event.incident_id), keys.hold(slot), *account_keys,
+                  keys.uncertain(slot)],
             args=[self.token, slot, backoff_ms, self.retention_ms, self.retention_ms,
                   json.dumps(fields), json.dumps([attempt_entry]), *account_args,
-                  json.dumps(scheduled)],
+                  json.dumps(scheduled), "1" if outcome.ambiguous else "", event.action,
+                  self.uncertain_ms],
         )
         self._log_transition(result[1])
 

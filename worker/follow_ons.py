@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from config import defaults
+from config.idempotent import IdempotentScript
 from worker.context import FleetContext
 from worker.poison import as_text, record_malformed
 from worker.scripts import TAKE_QUEUED
@@ -93,7 +94,7 @@ class FollowOns:
     def _take_raw(self) -> list[Any] | None:
         broker = self.ctx.broker_redis
         if self._script is None:
-            self._script = broker.register_script(TAKE_QUEUED)
+            self._script = IdempotentScript(broker, TAKE_QUEUED, self.ctx.keys)
         queue = self.ctx.keys.queue(defaults.QUEUE_NAME)
         return self._script(  # type: ignore[no-any-return]
             keys=[queue], args=[defaults.DELIVER_TASK], client=self.ctx.thread_client(broker))

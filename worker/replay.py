@@ -4,10 +4,11 @@ For each dead letter the replay decides, from the incident's timeline and the sl
 mailbox, what sending it again would mean:
 
 - **superseded** — a later event of the same (destination, dedup_key) was already
-  delivered: PagerDuty holds newer state (typically the resolve), and the old event would
-  roll it back (a stale trigger would re-open an incident nobody resolves). It is ended
-  `superseded`, leaves the dead letters and gets a `superseded` timeline entry, unless
-  `force`.
+  delivered, or a later resolve ended otherwise (`superseded` by coalescing, `suppressed`
+  by maintenance): PagerDuty holds newer state, or MoniTao closed the incident, and the old
+  event would roll it back (a stale trigger would re-open an incident nobody resolves). It
+  is ended `superseded`, leaves the dead letters and gets a `superseded` timeline entry,
+  unless `force`.
 - **history_expired** — the timeline no longer shows its key's history, so the above
   cannot be checked; skipped unless `force`.
 - **already_pending** / **not_dead_lettered** — a replay is already on its way (replaying
@@ -18,12 +19,15 @@ mailbox, what sending it again would mean:
   event is being delivered right now, the replay waits for the attempt to end and decides
   again (the later event may then be delivered, which supersedes the replay).
 
-Queueing is one script (`REPLAY`): it re-checks that the event is still dead-lettered and
-that the mailbox is as planned, inserts the id, marks the event `pending` with its age
-clock restarted (`enqueued_at` = now, the original kept in `original_enqueued_at`, so
-`max_event_age_seconds` counts from the replay), appends a `replayed` timeline entry, and
-schedules the slot due now (`ZADD NX`: a slot already scheduled keeps its time, e.g. its
-backoff). A worker's dispatcher publishes the deliver task within a dispatch interval.
+Queueing is one script (`REPLAY`): it re-checks that the event is still dead-lettered,
+that the mailbox is as planned and that no event of the key reached a final state since
+the plan read the timeline (an attempt finishing between the two reads is seen by neither;
+the script sees its timeline entry and the replay plans again), inserts the id, marks the
+event `pending` with its age clock restarted (`enqueued_at` = now, the original kept in
+`original_enqueued_at`, so `max_event_age_seconds` counts from the replay), appends a
+`replayed` timeline entry, and schedules the slot due now (`ZADD NX`: a slot already
+scheduled keeps its time, e.g. its backoff). A worker's dispatcher publishes the deliver
+task within a dispatch interval.
 The event leaves the dead letters only when it is delivered.
 """
 
@@ -40,16 +44,19 @@ from typing import Any
 import redis
 
 from config.errors import NotFoundError
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, slot_of, split_slot
 from config.settings import Settings
 from worker import dead_letters, timeline
 
 # KEYS: 1 event, 2 mailbox, 3 schedule, 4 timeline, 5 lease
 # ARGV: 1 event_id, 2 slot, 3 mailbox as planned (JSON list), 4 pivot ('' = the tail),
-#       5 timeline_retention_ms, 6 timeline_ttl_ms, 7 timeline entry (JSON list)
+#       5 timeline_retention_ms, 6 timeline_ttl_ms, 7 timeline entry (JSON list),
+#       8 the last timeline entry id the plan read, 9 destination, 10 dedup_key
 # Returns {'queued', 1 if the slot was newly scheduled} or {'not_dead_lettered', state},
-# {'missing'}, {'changed'} (the mailbox moved: plan again), {'in_flight'} (the pivot is
-# the head and a worker holds the slot: wait).
+# {'missing'}, {'changed'} (the mailbox moved, or an event of the key reached a final
+# state after the plan read the timeline: plan again), {'in_flight'} (the pivot is the
+# head and a worker holds the slot: wait).
 REPLAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -61,6 +68,17 @@ local current = redis.call('LRANGE', KEYS[2], 0, -1)
 if #current ~= #planned then return {'changed'} end
 for i, id in ipairs(current) do
   if id ~= planned[i] then return {'changed'} end
+end
+local final = {delivered = 1, dead_lettered = 1, superseded = 1, suppressed = 1, purged = 1}
+local since = redis.call('XRANGE', KEYS[4], '(' .. ARGV[8], '+', 'COUNT', 1000)
+if #since == 1000 then return {'changed'} end
+for _, item in ipairs(since) do
+  local fields = {}
+  for i = 1, #item[2], 2 do fields[item[2][i]] = item[2][i + 1] end
+  if final[fields.stage] and fields.destination == ARGV[9]
+      and fields.dedup_key == ARGV[10] then
+    return {'changed'}
+  end
 end
 local pivot = ARGV[4]
 if pivot ~= '' and pivot == current[1] and redis.call('EXISTS', KEYS[5]) == 1 then
@@ -113,6 +131,7 @@ class _Plan:
     mailbox: list[str] = field(default_factory=list)
     pivot: str = ""
     later_pending: list[str] = field(default_factory=list)
+    read_up_to: str = "0-0"  # the last timeline entry the plan read
 
 
 def operator_name() -> str:
@@ -134,7 +153,7 @@ class Replayer:
         self.keys = Keyspace(settings.key_prefix)
         self.force, self.dry_run, self.in_flight_wait = force, dry_run, in_flight_wait
         self.operator = operator if operator is not None else operator_name()
-        self._script = client.register_script(REPLAY)
+        self._script = IdempotentScript(client, REPLAY, self.keys)
 
     def replay(self, event_ids: Iterable[str]) -> list[Decision]:
         """Replay the given events, each key's in production order; one decision each."""
@@ -210,20 +229,24 @@ class Replayer:
         mine = [e for e in entries
                 if e.get("destination") == destination and e.get("dedup_key") == dedup_key]
         order = list(dict.fromkeys(e["event_id"] for e in mine if e.get("stage") == "enqueued"))
+        read_up_to = entries[-1]["id"] if entries else "0-0"
         known = event_id in order
         if not known and not self.force:
             return _Plan("skip", "history_expired",
                          "its incident's timeline no longer shows its key's history, so a "
-                         "later delivered event cannot be ruled out (--force to replay)")
+                         "later delivered event cannot be ruled out (--force to replay)",
+                         read_up_to=read_up_to)
         position = order.index(event_id) if known else -1
         later = set(order[position + 1:]) if known else set()
-        delivered_later = [e for e in mine
-                           if e.get("stage") == "delivered" and e["event_id"] in later]
-        if delivered_later and not self.force:
-            newest = delivered_later[-1]
+        newer_state = [e for e in mine if e["event_id"] in later and closes(e)]
+        if newer_state and not self.force:
+            newest = newer_state[-1]
+            how = "was delivered" if newest["stage"] == "delivered" else (
+                f"ended {newest['stage']}, closing the incident")
             return _Plan("supersede", "superseded",
                          f"a later event of its key ({newest['event_id'][:12]}, "
-                         f"{newest.get('action', '?')}) was delivered at {newest['ts']}")
+                         f"{newest.get('action', '?')}) {how} at {newest['ts']}",
+                         read_up_to=read_up_to)
 
         mailbox = self.client.lrange(self.keys.mailbox(slot), 0, -1)
         pipe = self.client.pipeline(transaction=False)
@@ -248,12 +271,12 @@ class Replayer:
         else:
             detail = "queued at the tail of its key" + (
                 f" (behind {len(mailbox)} earlier event(s))" if mailbox else "")
-        if self.force and (delivered_later or not known):
+        if self.force and (newer_state or not known):
             detail += "; forced: " + (
-                "a later event of its key was already delivered" if delivered_later
+                "a later event of its key already ended the incident's state" if newer_state
                 else "its key's history has expired")
         return _Plan("queue", detail=detail, mailbox=mailbox, pivot=pivot,
-                     later_pending=later_pending)
+                     later_pending=later_pending, read_up_to=read_up_to)
 
     @staticmethod
     def _not_dead(state: str) -> tuple[str, str]:
@@ -293,8 +316,18 @@ class Replayer:
             keys=[keys.event(event_id), keys.mailbox(slot), keys.schedule,
                   keys.timeline(decision.incident_id or "unknown"), keys.lease(slot)],
             args=[event_id, slot, json.dumps(plan.mailbox), plan.pivot, retention_ms,
-                  retention_ms, json.dumps(entry)],
+                  retention_ms, json.dumps(entry), plan.read_up_to, decision.destination,
+                  decision.dedup_key],
         ))
+
+
+def closes(entry: dict[str, Any]) -> bool:
+    """Whether a timeline entry left PagerDuty with newer state than an earlier event of its
+    key would give it: a delivered event, or a resolve that ended without being sent
+    (superseded by coalescing, suppressed by maintenance): MoniTao closed the incident."""
+    stage = entry.get("stage")
+    return stage == "delivered" or (
+        stage in ("superseded", "suppressed") and entry.get("action") == "resolve")
 
 
 def select(client: redis.Redis, keys: Keyspace, filters: dead_letters.Filters) -> list[str]:

@@ -202,7 +202,13 @@ def test_key_prefix_length_bounds(prefix: str) -> None:
         (
             # equal to connect + read (5 + 10) is not enough: the lease must outlive an attempt
             {"lease_seconds": 15},
-            ["lease_seconds (15)", "http_connect_timeout + http_read_timeout (15)"],
+            ["lease_seconds (15)", "http_connect_timeout + http_read_timeout (15), by 1 s"],
+        ),
+        (
+            # the reproduction: lease 3 s, connect 1 s, read 1 s and a stalled DNS
+            # lookup took the attempt past the lease; 2 s + 1 s of margin fits exactly
+            {"lease_seconds": 2.9, "http_connect_timeout": 1, "http_read_timeout": 1},
+            ["lease_seconds (2.9)", "(2), by 1 s"],
         ),
         (
             {"lease_seconds": 20, "http_connect_timeout": 10, "http_read_timeout": 20},
@@ -236,7 +242,7 @@ def test_cross_field_problem_is_one_clear_line(
     "overrides",
     [
         {"retry_base_seconds": 5, "retry_cap_seconds": 5},
-        {"lease_seconds": 15.5},
+        {"lease_seconds": 16},  # connect 5 + read 10 + the 1 s margin
         {"visibility_timeout": 36},
     ],
 )

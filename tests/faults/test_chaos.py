@@ -1,8 +1,10 @@
-"""The chaos test: two worker processes, 1,000+ events, 5xx, latency, 429 bursts, SIGKILLs.
+"""The chaos test: two worker processes, 1,000+ events, 5xx, latency, 429 bursts, SIGKILLs,
+and requests PagerDuty processes late without answering (held past the read timeout).
 
 It asserts the guarantees that matter to whoever holds the pager: every event ends final,
-no incident's events reach PagerDuty out of order, every incident MoniTao resolved is
-resolved at PagerDuty, and 429s stay rare. It prints the run's counts.
+no incident's events reach PagerDuty out of order (a late request only ever lands next to
+events of its own action), every incident MoniTao resolved is resolved at PagerDuty and
+was never re-opened by a late trigger, and 429s stay rare. It prints the run's counts.
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ def test_chaos(fleet_env, spawn, sim, redis_conn) -> None:
                     cooldown_max_seconds=2.0)
     workers = {"w1": spawn(env, "w1", 8), "w2": spawn(env, "w2", 8)}
     fleet = fleet_for(env, sim, redis_conn)
-    sim.set_faults(error_rate=0.2, latency_ms=5, latency_jitter_ms=40)
+    # 2% of requests are held 3.5 s, processed, and never answered: past the workers' 3 s
+    # read timeout, within the 1 s uncertainty window that follows it
+    sim.set_faults(error_rate=0.2, latency_ms=5, latency_jitter_ms=40, stall_rate=0.02,
+                   stall_ms=3500)
 
     stop_bursts = threading.Event()
     bursts = 0
@@ -107,14 +112,22 @@ def test_chaos(fleet_env, spawn, sim, redis_conn) -> None:
     received = sim.received()
     by_key: dict[str, list[tuple[str, object]]] = {}
     for event in received:
+        if event["stalled"]:  # a duplicate processed late; its effect is checked below
+            continue
         details = (event["body"].get("payload") or {}).get("custom_details")
         by_key.setdefault(event["dedup_key"], []).append(
             signature(event["event_action"], details))
+    opened: dict[str, int] = {}
+    for state in sim.incidents():
+        opened[state["dedup_key"]] = opened.get(state["dedup_key"], 0) + 1
     for incident, story in stories.items():
         key = f"monitao-monitor-{int(incident[1:]) % 37}-incident-{incident}"
         expected = [signature(e["action"], e.get("details")) for e in story]
         # nothing of an incident arrives after a later event of the same incident
         assert collapse(by_key[key]) == expected, (incident, by_key[key], expected)
+        # one PagerDuty incident per outage: no late trigger re-opened a resolved one
+        outages = sum(e["action"] == "resolve" for e in story)
+        assert opened[key] == outages, (incident, opened[key], outages)
     latest: dict[str, dict] = {}
     for state in sim.incidents():
         if state["number"] >= latest.get(state["dedup_key"], {"number": 0})["number"]:
@@ -127,10 +140,13 @@ def test_chaos(fleet_env, spawn, sim, redis_conn) -> None:
     # only requests already in flight when a burst begins can meet it: 16 threads a burst
     assert throttled <= 16 * max(bursts, 1), (throttled, bursts)
     attempts = sum(int(redis_conn.hget(fleet.keys.event(i), "attempts") or 0) for i in ids)
+    confirms = sum(redis_conn.exists(fleet.keys.event(f"{i}:confirm")) for i in ids)
     print(
         f"\nchaos: sent {len(ids)} events over {INCIDENTS} incidents; delivered "
         f"{sum(s == 'delivered' for s in states.values())}; requests {len(requests)}; "
         f"duplicates at the simulator {len(received) - len(ids)}; 429s {throttled} in "
-        f"{bursts} bursts; 5xx {sum(r['status'] == 500 for r in requests)}; retries "
-        f"{attempts - len(ids)}; 2 SIGKILLs; wall time {wall:.1f} s"
+        f"{bursts} bursts; 5xx {sum(r['status'] == 500 for r in requests)}; processed late "
+        f"{sum(bool(r['stalled']) for r in requests)}; retries {attempts - len(ids)}; "
+        f"resolves sent again to confirm {confirms}; "
+        f"2 SIGKILLs; wall time {wall:.1f} s"
     )

@@ -195,3 +195,56 @@ def test_maintenance_add_refuses_bad_input(cli_env: None, capsys: pytest.Capture
     assert main(["maintenance", "add", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_resolve_held_longer_than_the_maximum_age_is_delivered_after_the_window(
+    settings: Settings, destinations, sim, redis_conn, redis_url: str, prefix: str
+) -> None:
+    # issue 16, case 6: time held by a window does not age an event, so a `hold` window
+    # longer than max_event_age holds the resolve and delivers it, never expires it
+    from config.settings import load_settings
+    from tests.conftest import FAST
+
+    aged = load_settings(redis_url=redis_url, key_prefix=prefix,
+                         **{**FAST, "max_event_age_seconds": 1.0})
+    ctx = FleetContext(aged, destinations)
+    producer = AlertProducer(aged, destinations=destinations, redis=redis_conn,
+                             celery_app=create_app(aged, destinations))
+    dedup_key = "monitao-monitor-5-incident-held"
+    try:
+        [trigger] = producer.send_many([event(5, "held", "trigger")])
+        deliver_slot(ctx, "prod", dedup_key)
+        now = datetime.now(UTC)
+        add_window(redis_conn, ctx.keys, MaintenanceWindow(
+            id="long-hold", destination="prod", start=now - timedelta(seconds=1),
+            end=now + timedelta(seconds=2.5), mode="hold"))
+        [resolve] = producer.send_many([event(5, "held", "resolve")])
+
+        def final() -> str | None:
+            deliver_slot(ctx, "prod", dedup_key)
+            state = redis_conn.hget(ctx.keys.event(resolve), "state")
+            return state if state != "pending" else None
+
+        assert wait_until(final, 15, 0.1, "the held resolve") == "delivered"
+        assert float(redis_conn.hget(ctx.keys.event(resolve), "held_ms")) >= 1500
+        assert [e["event_action"] for e in sim.received()] == ["trigger", "resolve"]
+        assert redis_conn.hget(ctx.keys.event(trigger), "state") == "delivered"
+    finally:
+        ctx.close()
+
+
+def test_what_pagerduty_holds_is_kept_while_the_alert_is_open(
+    ctx: FleetContext, settings: Settings, destinations, sim, redis_conn
+) -> None:
+    # issue 16, case 5: kept with no expiry (it used to end after 90 days, and a suppress
+    # window then dropped the resolve of an alert PagerDuty still held)
+    producer = AlertProducer(settings, destinations=destinations, redis=redis_conn,
+                             celery_app=create_app(settings, destinations))
+    slot = slot_of("prod", "monitao-monitor-5-incident-open")
+    producer.send_many([event(5, "open", "trigger")])
+    deliver_slot(ctx, "prod", "monitao-monitor-5-incident-open")
+    assert redis_conn.get(ctx.keys.last_sent(slot)) == "trigger"
+    assert redis_conn.pttl(ctx.keys.last_sent(slot)) == -1  # no expiry at all
+    producer.send_many([event(5, "open", "resolve")])
+    deliver_slot(ctx, "prod", "monitao-monitor-5-incident-open")
+    assert not redis_conn.exists(ctx.keys.last_sent(slot))  # gone once resolved

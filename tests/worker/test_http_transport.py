@@ -55,6 +55,8 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        # a client that gave up (a read timeout) breaks the pipe of the answer: routine
+        self.httpd.handle_error = lambda *args: None  # type: ignore[method-assign]
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v2/enqueue"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -188,3 +190,88 @@ def test_post_names_hosts_and_credentials_as_httpx_does() -> None:
         ("Host", "xn--mnchen-3ya.test:8080"),)
     assert _target("https://[::1]/v2/enqueue").headers == (("Host", "[::1]"),)
     assert _target("https://:@h.test/v2/enqueue").headers == (("Host", "h.test"),)
+
+
+# --- one deadline for the whole attempt (issue 16) -------------------------------------------
+
+def test_nothing_is_written_once_the_deadline_has_passed(server: Server) -> None:
+    from worker.sender import DeadlinePassed
+
+    transport = ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=5.0)
+    transport.open(server.url)  # the connection is there; only the deadline stops the request
+    with pytest.raises(DeadlinePassed):
+        transport.post(server.url, b"{}", [], deadline=time.monotonic() - 0.001)
+    assert transport.post(server.url, b"{}", [], deadline=time.monotonic() + 5)[0] == 202
+    assert len(server.seen) == 1  # only the second request reached the server
+    transport.close()
+
+
+def test_a_trickled_answer_is_cut_at_the_deadline() -> None:
+    # one byte every 0.2 s never trips a 1 s read timeout, which bounds each read alone
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 50\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    transport = ThreadConnectionsTransport(connect_timeout=1.0, read_timeout=1.0)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v2/enqueue"
+    started = time.monotonic()
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            transport.post(url, b"{}", [], deadline=started + 1.5)
+        assert time.monotonic() - started < 3.0  # 50 bytes at 5 a second would take 10 s
+    finally:
+        stop.set()
+        listener.close()
+        transport.close()
+
+
+def test_a_stalled_name_lookup_is_given_up_at_the_connect_timeout(server: Server) -> None:
+    release = threading.Event()
+
+    def stalled(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
+        if host == "stalled.test":
+            release.wait(10)
+        return socket.getaddrinfo("127.0.0.1", port, *args)  # type: ignore[arg-type]
+
+    transport = ThreadConnectionsTransport(connect_timeout=0.3, read_timeout=5.0,
+                                           resolve=stalled)
+    port = server.httpd.server_address[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(httpx.ConnectTimeout, match=r"looking up stalled\.test"):
+            transport.post(f"http://stalled.test:{port}/v2/enqueue", b"{}", [])
+        assert time.monotonic() - started < 2.0
+        assert server.seen == []
+        # another host is looked up while the stalled lookup still hangs
+        assert transport.post(f"http://other.test:{port}/v2/enqueue", b"{}", [])[0] == 202
+    finally:
+        release.set()
+        transport.close()
+
+
+def test_errors_say_whether_the_request_went_out(server: Server) -> None:
+    from worker.sender import ANSWER_LOST
+
+    server.delay = 1.0
+    transport = ThreadConnectionsTransport(connect_timeout=2.0, read_timeout=0.2)
+    with pytest.raises(httpx.ReadTimeout) as lost:  # it went out: PagerDuty may have it
+        transport.post(server.url, b"{}", [])
+    assert isinstance(lost.value, ANSWER_LOST)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    with pytest.raises(httpx.ConnectError) as refused:  # it never went out
+        transport.post(f"http://127.0.0.1:{free}/v2/enqueue", b"{}", [])
+    assert not isinstance(refused.value, ANSWER_LOST)
+    transport.close()
