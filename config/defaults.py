@@ -104,3 +104,7 @@ WEBHOOK_MAX_BODY_BYTES = 256 * 1024
 WEBHOOK_CLAIM_IDLE_SECONDS = 60.0
 # Unmatched webhooks kept for operators to look at (a capped stream).
 WEBHOOK_UNMATCHED_MAX = 10_000
+# An inbox entry whose processing failed this many times (or whose processor stopped this
+# many times before recording it) goes to the unmatched stream as `failed`: one entry must
+# never hold up the inbox. Retries are a claim's idle time apart, so about 4 minutes.
+WEBHOOK_MAX_ATTEMPTS = 5

@@ -295,10 +295,11 @@ class MetricsStep(bootsteps.StartStopStep):
 # The webhook receiver (`monitao-pd webhooks`): PagerDuty's webhooks v3 by what became of
 # them. result: matched (recorded in an incident's timeline), unmatched (no MoniTao
 # incident), invalid (not a webhook v3 event), ignored (a type that is not synced),
-# duplicate (a delivery id seen before), unauthorized (bad or missing signature).
+# failed (processing failed on every attempt; set aside), duplicate (a delivery id seen
+# before), unauthorized (bad or missing signature).
 WEBHOOKS = Counter(
     "monitao_pd_webhooks", "PagerDuty webhooks received, by event type and result "
-    "(matched, unmatched, invalid, ignored, duplicate, unauthorized).",
+    "(matched, unmatched, invalid, ignored, failed, duplicate, unauthorized).",
     ["event_type", "result"], registry=REGISTRY,
 )
 
