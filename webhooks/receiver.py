@@ -6,9 +6,10 @@
 - no `X-PagerDuty-Signature` `v1` signature of the raw body under a configured secret
   -> 401, nothing recorded (not even the delivery id);
 - not JSON -> 400;
-- a delivery id (`X-Webhook-Id`, else the body's hash) seen in the last
-  `webhook_dedup_seconds` -> 200, nothing queued;
-- else the body goes on the inbox stream (with the id marked seen, atomically) -> 202.
+- a delivery id (`X-Webhook-Id`, else the body's hash), or a signed `event.id`, seen in
+  the last `webhook_dedup_seconds` -> 200, nothing queued (the delivery id is not signed:
+  a replayed body under a new one is caught by its event id);
+- else the body goes on the inbox stream (with both ids marked seen, atomically) -> 202.
 
 The work is done later by the processor, so the answer comes well within PagerDuty's 5 s;
 if Redis does not answer in `REDIS_DEADLINE_SECONDS` the answer is 503 and PagerDuty
@@ -21,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -46,11 +48,19 @@ PATHS = ("/webhooks/pagerduty", "/")
 REDIS_DEADLINE_SECONDS = 3.0
 # A delivery id longer than this is replaced by its hash in the key name.
 MAX_WEBHOOK_ID_LENGTH = 128
+# An event id (PagerDuty's are 26 letters and digits) is used in its key name as it is when
+# it looks like this; any other (long, odd characters) is replaced by its hash.
+PLAIN_EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-# KEYS: 1 seen, 2 inbox   ARGV: 1 dedup ms, 2 body, 3 webhook id
-# Marks the delivery seen and queues its body in one step: 1 queued, 0 seen before.
+# KEYS: 1 delivery seen, 2 inbox, 3 event seen ('' when the body names no event id)
+# ARGV: 1 dedup ms, 2 body, 3 webhook id
+# Marks both ids seen and queues the body in one step: 1 queued, 0 the delivery id was
+# seen before, -1 the event id was.
 ADMIT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[1]) end
 redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'webhook_id', ARGV[3])
 return 1
 """
@@ -116,26 +126,30 @@ class Receiver:
             return 400, {"error": "body is not JSON"}
         event = body.get("event") if isinstance(body, dict) else None
         event_type = metric_type(event.get("event_type") if isinstance(event, dict) else None)
+        event_id = _event_id_key(event.get("id") if isinstance(event, dict) else None)
         webhook_id = headers.get("x-webhook-id") or ""
         if not webhook_id or len(webhook_id) > MAX_WEBHOOK_ID_LENGTH:
             webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode() + raw).hexdigest()
         try:
             queued = await asyncio.wait_for(
-                asyncio.to_thread(self._queue, webhook_id, raw), REDIS_DEADLINE_SECONDS)
+                asyncio.to_thread(self._queue, webhook_id, event_id, raw),
+                REDIS_DEADLINE_SECONDS)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             log.warning("webhooks: could not queue delivery %s (%s); PagerDuty will retry",
                         webhook_id, exc.__class__.__name__)
             return 503, {"error": "temporarily unavailable"}
-        if not queued:
+        if queued != 1:
             record_webhook(event_type, "duplicate")
-            return 200, {"status": "duplicate", "webhook_id": webhook_id}
+            return 200, {"status": "duplicate", "webhook_id": webhook_id,
+                         "seen": "X-Webhook-Id" if queued == 0 else "event.id"}
         return 202, {"status": "queued", "webhook_id": webhook_id}
 
-    def _queue(self, webhook_id: str, raw: bytes) -> bool:
+    def _queue(self, webhook_id: str, event_id: str | None, raw: bytes) -> int:
         dedup_ms = int(self.settings.webhook_dedup_seconds * 1000)
-        return bool(self._admit(keys=[self.keys.webhook_seen(webhook_id),
-                                      self.keys.webhook_inbox],
-                                args=[dedup_ms, raw, webhook_id]))
+        event_seen = self.keys.webhook_event_seen(event_id) if event_id else ""
+        return int(self._admit(keys=[self.keys.webhook_seen(webhook_id),
+                                     self.keys.webhook_inbox, event_seen],
+                               args=[dedup_ms, raw, webhook_id]))
 
     async def _read(self, receive: Receive) -> bytes:
         chunks, size = [], 0
@@ -151,6 +165,15 @@ class Receiver:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _event_id_key(event_id: object) -> str | None:
+    """The signed `event.id` as its key name holds it (None: the body names none)."""
+    if not isinstance(event_id, str) or not event_id:
+        return None
+    if PLAIN_EVENT_ID.fullmatch(event_id):
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -91,6 +91,43 @@ def test_a_duplicate_webhook_id_is_processed_once(
     assert 47 * 3600 < ttl <= 48 * 3600
 
 
+def test_a_replayed_body_under_another_webhook_id_is_a_duplicate_by_its_event_id(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace, incident: str,
+) -> None:
+    """X-Webhook-Id is not signed: whoever captured a delivery can send its signed body
+    again under a new id. The signed event.id catches it."""
+    before = counted("incident.acknowledged", "duplicate")
+    body = event_body()
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id="wh-original").status_code == 202
+    for replay_id in ("wh-replay-1", "wh-replay-2", None):
+        again = post(receiver, body, header, webhook_id=replay_id)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "duplicate" and again.json()["seen"] == "event.id"
+    other = event_body(event_id="02EVENT", event_type="incident.resolved")
+    assert post(receiver, other, signature_header([SECRET_A], other),
+                webhook_id="wh-next").status_code == 202
+    seen = wait_until(lambda: (e := entries(redis_conn, keys)) and len(e) >= 2 and e, 10)
+    assert [e["pd_event_id"] for e in seen] == ["01EVENT", "02EVENT"]
+    assert counted("incident.acknowledged", "duplicate") == before + 3
+    ttl = redis_conn.ttl(keys.webhook_event_seen("01EVENT"))
+    assert 47 * 3600 < ttl <= 48 * 3600
+
+
+@pytest.mark.parametrize("event_id", ["x" * 10_000, "E\ud800", "E\n*?[]", "sha256:abc"])
+def test_any_event_id_is_deduplicated(receiver: WebhookService, redis_conn: redis.Redis,
+                                      keys: Keyspace, event_id: str) -> None:
+    """Long ids, lone surrogates, control and glob characters: hashed in the key name."""
+    body = json.dumps({"event": {"id": event_id, "event_type": "incident.acknowledged",
+                                 "data": {"incident_key": DEDUP}}}).encode()
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id="wh-a").status_code == 202
+    again = post(receiver, body, header, webhook_id="wh-b")
+    assert again.status_code == 200 and again.json()["seen"] == "event.id"
+    names = list(redis_conn.scan_iter(match=f"{keys.prefix}webhook-event-seen:*"))
+    assert len(names) == 1 and len(names[0]) < len(keys.prefix) + 100
+
+
 def test_without_a_webhook_id_the_body_is_the_identity(
         receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace) -> None:
     body = event_body(dedup_key="monitao-monitor-1-incident-none")
