@@ -104,6 +104,9 @@ WEBHOOK_MAX_BODY_BYTES = 256 * 1024
 WEBHOOK_CLAIM_IDLE_SECONDS = 60.0
 # Unmatched webhooks kept for operators to look at (a capped stream).
 WEBHOOK_UNMATCHED_MAX = 10_000
+# Refused webhook requests (unsigned, too large, too slow, ...) are logged one in this
+# interval, the rest summed up in one line at its end: a flood costs two lines a minute.
+WEBHOOK_REFUSAL_LOG_SECONDS = 60.0
 # An inbox entry whose processing failed this many times (or whose processor stopped this
 # many times before recording it) goes to the unmatched stream as `failed`: one entry must
 # never hold up the inbox. Retries are a claim's idle time apart, so about 4 minutes.

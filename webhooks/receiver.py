@@ -14,6 +14,9 @@
 The work is done later by the processor, so the answer comes well within PagerDuty's 5 s;
 if Redis does not answer in `REDIS_DEADLINE_SECONDS` the answer is 503 and PagerDuty
 retries. `GET /healthz` answers 200, `GET /metrics` the process's webhook counters.
+
+Every refusal (401, 413, 400) is counted in the metric and logged through `refusals`, which
+bounds the lines a flood of them writes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from config import defaults
 from config.keyspace import Keyspace
 from config.settings import Settings
 from webhooks.events import metric_type
+from webhooks.refusals import Refusals
 from webhooks.signature import verify
 from worker.metrics import WEBHOOKS, record_webhook
 
@@ -74,11 +78,13 @@ class Receiver:
     """The ASGI app. `client` is a (blocking) Redis client, used from worker threads."""
 
     def __init__(self, client: redis.Redis, settings: Settings, *,
-                 max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES,
+                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keyspace(settings.key_prefix)
         self.max_body_bytes = max_body_bytes
+        self.refusals = Refusals(log, refusal_log_seconds)
         self._admit = client.register_script(ADMIT)
         # The secrets are read when a body is verified, never copied into a plain attribute.
         self._metrics = CollectorRegistry(auto_describe=True)
@@ -106,23 +112,25 @@ class Receiver:
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         """Decide the answer to one webhook delivery."""
         headers = _headers(scope)
+        client = (scope.get("client") or ("?", 0))[0]
+        too_large = f"body over {self.max_body_bytes} bytes"
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+            self.refusals.refused(client, "too_large", too_large)
+            return 413, {"error": too_large}
         try:
             raw = await self._read(receive)
         except BodyTooLarge:
-            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+            self.refusals.refused(client, "too_large", too_large)
+            return 413, {"error": too_large}
         secrets = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
         if not verify(headers.get("x-pagerduty-signature"), raw, secrets):
-            record_webhook("other", "unauthorized")
-            client = scope.get("client") or ("?", 0)
-            log.warning("webhooks: refused a delivery from %s: missing or wrong signature",
-                        client[0])
+            self.refusals.refused(client, "unauthorized", "missing or wrong signature")
             return 401, {"error": "missing or wrong X-PagerDuty-Signature"}
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
+            self.refusals.refused(client, "not_json", "body is not JSON")
             return 400, {"error": "body is not JSON"}
         event = body.get("event") if isinstance(body, dict) else None
         event_type = metric_type(event.get("event_type") if isinstance(event, dict) else None)

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import uvicorn
 
+from config import defaults
 from config.connections import redis_client
 from config.errors import ConfigurationError
 from config.settings import Settings
@@ -74,14 +75,16 @@ class WebhookService:
     """The receiver and its processor, each in a daemon thread; a context manager."""
 
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
-                 client: redis.Redis | None = None, **processor_options: Any) -> None:
+                 client: redis.Redis | None = None,
+                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS,
+                 **processor_options: Any) -> None:
         check_settings(settings)
         self.settings = settings
         self.host = host
         self._port = port
         self._owns_client = client is None
         self.client = client or redis_client(settings)
-        self.receiver = Receiver(self.client, settings)
+        self.receiver = Receiver(self.client, settings, refusal_log_seconds=refusal_log_seconds)
         self.processor = Processor(self.client, settings, **processor_options)
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -127,6 +130,7 @@ class WebhookService:
         self.processor.stop()
         for thread in self._threads:
             thread.join(10)
+        self.receiver.refusals.flush()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
@@ -149,8 +153,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     processor.ensure_group()
     thread = threading.Thread(target=processor.run, name="webhook-processor", daemon=True)
     thread.start()
-    server = _Server(uvicorn_config(Receiver(client, settings), host, port,
-                                           log_level=settings.log_level.lower()))
+    receiver = Receiver(client, settings)
+    server = _Server(uvicorn_config(receiver, host, port,
+                                    log_level=settings.log_level.lower()))
     print(f"PagerDuty webhook receiver listening on http://{host}:{port}/webhooks/pagerduty "
           f"({len(settings.webhook_secrets)} secret(s))", flush=True)
     try:
@@ -158,4 +163,5 @@ def serve(settings: Settings, host: str, port: int) -> None:
     finally:
         processor.stop()
         thread.join(10)
+        receiver.refusals.flush()
         client.close()

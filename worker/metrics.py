@@ -296,10 +296,11 @@ class MetricsStep(bootsteps.StartStopStep):
 # them. result: matched (recorded in an incident's timeline), unmatched (no MoniTao
 # incident), invalid (not a webhook v3 event), ignored (a type that is not synced),
 # failed (processing failed on every attempt; set aside), duplicate (a delivery id seen
-# before), unauthorized (bad or missing signature).
+# before); refused: unauthorized (bad or missing signature), too_large (413), not_json (400).
 WEBHOOKS = Counter(
     "monitao_pd_webhooks", "PagerDuty webhooks received, by event type and result "
-    "(matched, unmatched, invalid, ignored, failed, duplicate, unauthorized).",
+    "(matched, unmatched, invalid, ignored, failed, duplicate; refused: unauthorized, "
+    "too_large, not_json).",
     ["event_type", "result"], registry=REGISTRY,
 )
 

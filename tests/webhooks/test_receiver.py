@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -232,6 +235,84 @@ def test_an_abandoned_entry_is_taken_over(
     wait_until(lambda: heir.step() or entries(redis_conn, keys), 5)
     assert [e["stage"] for e in entries(redis_conn, keys)] == ["pagerduty_acknowledged"]
     assert redis_conn.xpending(keys.webhook_inbox, GROUP)["pending"] == 0
+
+
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "webhooks.receiver" and "webhooks: refused" in r.getMessage()]
+
+
+def told(messages: list[str]) -> int:
+    """How many refusals the log lines account for: one per single line, N per summary."""
+    total = 0
+    for message in messages:
+        summed = re.match(r"webhooks: refused ([\d,]+) more request", message)
+        total += int(summed.group(1).replace(",", "")) if summed else 1
+    return total
+
+
+def flood(service: WebhookService, requests: int, body: bytes, batch: int = 250,
+          **headers: str) -> collections.Counter[int]:
+    """POST `body` `requests` times, pipelined on one keep-alive connection (an HTTP client
+    library takes tens of ms a request here); the answers' status codes."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    one = (f"POST /webhooks/pagerduty HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    statuses: collections.Counter[int] = collections.Counter()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+        for start in range(0, requests, batch):
+            count = min(batch, requests - start)
+            conn.sendall(one * count)
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < count:
+                chunk = conn.recv(65536)
+                assert chunk, "the receiver closed the connection"
+                answers += chunk
+            statuses.update(int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers))
+    return statuses
+
+
+def test_thousands_of_refused_requests_give_a_bounded_number_of_log_lines(
+        webhook_settings, redis_conn: redis.Redis, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    before = {result: counted("other", result) for result in ("unauthorized", "not_json")}
+    with WebhookService(webhook_settings, claim_idle_seconds=60,
+                        block_seconds=0.2) as service:
+        unsigned = flood(service, 3000, event_body())
+        garbage = b"{not json"
+        malformed = flood(service, 400, garbage, **{
+            "X-PagerDuty-Signature": signature_header([SECRET_A], garbage)})
+        assert unsigned == {401: 3000} and malformed == {400: 400}
+        assert len(refusal_lines(caplog)) == 1  # the first; the rest are held for the summary
+    lines = refusal_lines(caplog)  # stopping the service logs the summary
+    assert len(lines) == 2
+    assert told(lines) == 3400
+    assert "3,000 missing or wrong signature" in lines[1] or \
+        "2,999 missing or wrong signature" in lines[1]
+    assert "body is not JSON" in lines[1] and "from 127.0.0.1 (3,399)" in lines[1]
+    assert counted("other", "unauthorized") == before["unauthorized"] + 3000
+    assert counted("other", "not_json") == before["not_json"] + 400
+    assert nothing_recorded(redis_conn, prefix)
+
+
+def test_a_summary_is_logged_when_its_interval_ends(
+        webhook_settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Refusals spread over several intervals: at most two lines each, the last interval's
+    summary logged at its end with no further request, and every refusal told."""
+    caplog.set_level(logging.WARNING)
+    with WebhookService(webhook_settings, claim_idle_seconds=60, block_seconds=0.2,
+                        refusal_log_seconds=0.5) as service:
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < 2.0:
+            assert flood(service, 10, b"{}") == {401: 10}
+            sent += 10
+        elapsed = time.monotonic() - started
+        wait_until(lambda: told(refusal_lines(caplog)) == sent, 10,
+                   message="the last interval's summary")
+        lines = refusal_lines(caplog)
+    assert sent >= 100
+    assert len(lines) <= 2 * (elapsed / 0.5 + 2)
 
 
 def test_the_secret_is_nowhere(receiver: WebhookService, redis_conn: redis.Redis,
