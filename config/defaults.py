@@ -104,6 +104,12 @@ WEBHOOK_MAX_BODY_BYTES = 256 * 1024
 WEBHOOK_CLAIM_IDLE_SECONDS = 60.0
 # Unmatched webhooks kept for operators to look at (a capped stream).
 WEBHOOK_UNMATCHED_MAX = 10_000
+# PagerDuty sends a whole webhook at once and waits 5 s for the answer: a request (headers
+# and body) not read whole in this time is no delivery it still waits for. Its connection
+# is closed, so slow clients cannot hold the receiver's connections.
+WEBHOOK_READ_TIMEOUT_SECONDS = 5.0
+# Connections the receiver serves at once; past this every request is answered 503.
+WEBHOOK_CONCURRENCY_LIMIT = 1000
 # Refused webhook requests (unsigned, too large, too slow, ...) are logged one in this
 # interval, the rest summed up in one line at its end: a flood costs two lines a minute.
 WEBHOOK_REFUSAL_LOG_SECONDS = 60.0

@@ -16,7 +16,8 @@ if Redis does not answer in `REDIS_DEADLINE_SECONDS` the answer is 503 and Pager
 retries. `GET /healthz` answers 200, `GET /metrics` the process's webhook counters.
 
 Every refusal (401, 413, 400) is counted in the metric and logged through `refusals`, which
-bounds the lines a flood of them writes.
+bounds the lines a flood of them writes. A request not read whole in time is closed
+unanswered by the protocol (`webhooks.protocol`); the body read so far is dropped.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class BodyTooLarge(Exception):
     """More than the limit arrived."""
 
 
+class ClientGone(Exception):
+    """The connection closed before the whole body arrived (the client left, or the
+    request was not read within the protocol's deadline): there is nobody to answer."""
+
+
 class Receiver:
     """The ASGI app. `client` is a (blocking) Redis client, used from worker threads."""
 
@@ -106,11 +112,12 @@ class Receiver:
         elif method != "POST":
             await _answer(send, 405, {"error": "method not allowed"})
         else:
-            status, body = await self.handle(scope, receive)
-            await _answer(send, status, body)
+            answer = await self.handle(scope, receive)
+            if answer is not None:
+                await _answer(send, *answer)
 
-    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        """Decide the answer to one webhook delivery."""
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]] | None:
+        """Decide the answer to one webhook delivery (None: the client is gone)."""
         headers = _headers(scope)
         client = (scope.get("client") or ("?", 0))[0]
         too_large = f"body over {self.max_body_bytes} bytes"
@@ -123,6 +130,8 @@ class Receiver:
         except BodyTooLarge:
             self.refusals.refused(client, "too_large", too_large)
             return 413, {"error": too_large}
+        except ClientGone:  # a part of a body is no delivery: nothing to verify or record
+            return None
         secrets = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
         if not verify(headers.get("x-pagerduty-signature"), raw, secrets):
             self.refusals.refused(client, "unauthorized", "missing or wrong signature")
@@ -164,7 +173,7 @@ class Receiver:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
