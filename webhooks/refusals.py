@@ -22,6 +22,9 @@ from worker.metrics import record_webhook
 
 # Client addresses named in a summary line; the rest are counted.
 NAMED_CLIENTS = 3
+# Distinct client addresses tallied in one interval (a flood from many addresses must not
+# grow memory without bound); refusals from further ones are summed up without an address.
+TRACKED_CLIENTS = 1000
 
 
 class Refusals:
@@ -54,7 +57,8 @@ class Refusals:
                 self._interval_end = now + self.interval
             else:
                 self._reasons[reason] += 1
-                self._clients[client] += 1
+                if client in self._clients or len(self._clients) < TRACKED_CLIENTS:
+                    self._clients[client] += 1
                 schedule, self._flush_scheduled = not self._flush_scheduled, True
         if summary:
             self.logger.warning(summary)
@@ -85,7 +89,9 @@ class Refusals:
         named = [f"{client} ({count:,})" for client, count in
                  clients.most_common(NAMED_CLIENTS)]
         others = len(clients) - len(named)
-        if others:
+        if len(clients) >= TRACKED_CLIENTS:
+            named.append(f"more than {others:,} other addresses")
+        elif others:
             named.append(f"{others:,} other address{'es' if others > 1 else ''}")
         return (f"webhooks: refused {held:,} more request{'s' if held > 1 else ''} in "
                 f"{elapsed:.0f} s: {by_reason}; from {', '.join(named)}")

@@ -95,3 +95,15 @@ def test_refusals_far_apart_are_each_logged(
     assert len(lines(caplog)) == 3
     assert all(m.startswith("webhooks: refused a request from 198.51.100.1") for m in
                lines(caplog))
+
+
+def test_a_flood_from_many_addresses_tallies_a_bounded_number_of_them(
+        refusals: Refusals, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    for n in range(5001):
+        refusals.refused(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", "unauthorized",
+                         "missing or wrong signature")
+    assert len(refusals._clients) == 1000
+    refusals.flush()
+    summary = lines(caplog)[1]
+    assert summary.startswith("webhooks: refused 5,000 more requests in 0 s")
+    assert summary.endswith("(1), more than 997 other addresses")
