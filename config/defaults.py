@@ -112,3 +112,16 @@ WEBHOOK_MAX_BODY_BYTES = 256 * 1024
 WEBHOOK_CLAIM_IDLE_SECONDS = 60.0
 # Unmatched webhooks kept for operators to look at (a capped stream).
 WEBHOOK_UNMATCHED_MAX = 10_000
+# PagerDuty sends a whole webhook at once and waits 5 s for the answer: a request (headers
+# and body) not read whole in this time is no delivery it still waits for. Its connection
+# is closed, so slow clients cannot hold the receiver's connections.
+WEBHOOK_READ_TIMEOUT_SECONDS = 5.0
+# Connections the receiver serves at once; past this every request is answered 503.
+WEBHOOK_CONCURRENCY_LIMIT = 1000
+# Refused webhook requests (unsigned, too large, too slow, ...) are logged one in this
+# interval, the rest summed up in one line at its end: a flood costs two lines a minute.
+WEBHOOK_REFUSAL_LOG_SECONDS = 60.0
+# An inbox entry whose processing failed this many times (or whose processor stopped this
+# many times before recording it) goes to the unmatched stream as `failed`: one entry must
+# never hold up the inbox. Retries are a claim's idle time apart, so about 4 minutes.
+WEBHOOK_MAX_ATTEMPTS = 5

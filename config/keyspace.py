@@ -138,6 +138,11 @@ class Keyspace:
         """String with a TTL: present once a webhook delivery (X-Webhook-Id) was queued."""
         return f"{self.prefix}webhook-seen:{webhook_id}"
 
+    def webhook_event_seen(self, event_id: str) -> str:
+        """String with a TTL: present once a webhook with this signed `event.id` was queued
+        (a replay under another X-Webhook-Id is a duplicate too)."""
+        return f"{self.prefix}webhook-event-seen:{event_id}"
+
     @property
     def webhook_unmatched(self) -> str:
         """Stream (capped): webhooks that matched no MoniTao incident, or were not events."""

@@ -4,11 +4,16 @@
 `incident_candidates(dedup_key)` turns the fleet's dedup_key
 `monitao-monitor-{monitor_id}-incident-{incident_id}` back into (monitor, incident) pairs;
 `timeline_fields` and `state_change` shape what is recorded and sent on.
+
+JSON may spell lone UTF-16 surrogates (`"\\ud800"`), which are no text: no Redis key or
+value can hold them. Every string read from a body has them replaced by U+FFFD, so such a
+body is recorded like any other (a key spelt that way matches no incident).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +36,7 @@ DEDUP_SEPARATOR = "-incident-"
 # What a timeline entry of a PagerDuty state change says in its `destination` column when
 # the incident's timeline does not name the destination that sent the key.
 UNKNOWN_DESTINATION = ""
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class NotAnEvent(ValueError):
@@ -65,18 +71,19 @@ def metric_type(event_type: object) -> str:
     return event_type if isinstance(event_type, str) and event_type in KNOWN_TYPES else "other"
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+def as_text(value: Any) -> str:
+    """`value` if it is a string (lone surrogates replaced by U+FFFD), else ""."""
+    return LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else ""
 
 
 def _agent(agent: Any) -> str:
     """Who did it, as PagerDuty gives it: the reference's summary, name, email or id."""
     if isinstance(agent, str):
-        return agent
+        return as_text(agent)
     if isinstance(agent, dict):
         for name in ("summary", "name", "email", "id"):
             if isinstance(agent.get(name), str) and agent[name]:
-                return agent[name]
+                return as_text(agent[name])
     return ""
 
 
@@ -86,7 +93,7 @@ def _incident_key(data: dict[str, Any]) -> str | None:
     for value in (data.get("incident_key"), data.get("alert_key"), data.get("dedup_key"),
                   incident.get("incident_key")):
         if isinstance(value, str) and value:
-            return value
+            return as_text(value)
     return None
 
 
@@ -109,14 +116,14 @@ def parse(raw: bytes | str) -> WebhookEvent:
         data = {}
     incident = data.get("incident") if isinstance(data.get("incident"), dict) else None
     # An incident's own data has its id; a note (incident.annotated) references its incident.
-    pd_incident = _text(incident.get("id")) if incident else _text(data.get("id"))
+    pd_incident = as_text(incident.get("id")) if incident else as_text(data.get("id"))
     return WebhookEvent(
-        pd_event_id=event_id,
-        event_type=event_type,
-        occurred_at=_text(event.get("occurred_at")),
+        pd_event_id=as_text(event_id),
+        event_type=as_text(event_type),
+        occurred_at=as_text(event.get("occurred_at")),
         agent=_agent(event.get("agent")),
         pd_incident=pd_incident,
-        pd_status=_text(data.get("status")),
+        pd_status=as_text(data.get("status")),
         incident_key=_incident_key(data),
     )
 

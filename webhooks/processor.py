@@ -13,6 +13,12 @@ For one entry:
 - else `matched`: MoniTao's callback is queued first (idempotent by PagerDuty's event
   id, so a re-run after a crash queues it once), then the timeline entry is written
   and the inbox entry acknowledged, atomically.
+
+An entry whose processing raises stays pending and the processor goes on with the next
+one; it is retried when it is taken over (its delivery count, kept by Redis, is the attempt
+number). After `max_attempts` failures, or when it is taken over with its processor having
+stopped that many times before recording it, it goes to `webhook-unmatched` as `failed` with
+the reason: no entry holds up the others for longer than its attempts.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ GROUP = "receivers"
 KEPT_BODY_CHARS = 8192
 # How many timeline entries (newest first) are read to find the destination of a key.
 DESTINATION_LOOKBACK = 200
+# Kept of a failed entry's error in its reason.
+KEPT_ERROR_CHARS = 500
+# Errors that are Redis's, not the entry's: the entry stays pending, the loop backs off.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 # KEYS: 1 timeline, 2 inbox, 3 pd-incident map   ARGV: 1 group, 2 inbox entry id,
 #       3 timeline retention ms, 4 timeline entry (JSON list), 5 dedup_key, 6 map ttl ms
@@ -78,6 +88,7 @@ class Processor:
                  consumer: str | None = None,
                  claim_idle_seconds: float = defaults.WEBHOOK_CLAIM_IDLE_SECONDS,
                  block_seconds: float = 1.0,
+                 max_attempts: int = defaults.WEBHOOK_MAX_ATTEMPTS,
                  enqueue_change: Callable[..., str | None] | None = enqueue_state_change,
                  ) -> None:
         self.client = client
@@ -87,6 +98,7 @@ class Processor:
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
         self.block_ms = max(1, int(block_seconds * 1000))
+        self.max_attempts = max(1, max_attempts)
         self.enqueue_change = enqueue_change
         self._record = client.register_script(RECORD_MATCHED)
         self._stopping = threading.Event()
@@ -113,14 +125,13 @@ class Processor:
                 while not self._stopping.is_set():
                     self.step()
                     delay = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("webhooks: Redis unavailable (%s); retrying in %.1f s",
                             exc.__class__.__name__, delay)
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):  # the inbox was deleted: recreate the group
                     log.exception("webhooks: Redis refused a command")
-            except Exception:  # a bug must not end the thread; the entry
-                # stays pending and is retried when it is taken over
+            except Exception:  # a bug outside any one entry must not end the thread
                 log.exception("webhooks: processing failed")
             self._stopping.wait(delay)
             delay = min(delay * 2, 5.0)
@@ -130,11 +141,11 @@ class Processor:
         process them; return how many were processed."""
         claimed = self._claim()
         if claimed:
-            return self._process_all(claimed)
+            return self._process_all(claimed, self._deliveries(claimed))
         reply = self.client.xreadgroup(GROUP, self.consumer, {self.keys.webhook_inbox: ">"},
                                        count=50, block=self.block_ms)
         entries = reply[0][1] if reply else []
-        return self._process_all(entries)
+        return self._process_all(entries, {})
 
     def _claim(self) -> list[tuple[str, dict[str, str]]]:
         reply = self.client.xautoclaim(self.keys.webhook_inbox, GROUP, self.consumer,
@@ -146,12 +157,64 @@ class Processor:
             log.info("webhooks: took over %d abandoned entries", len(entries))
         return entries
 
-    def _process_all(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+    def _deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> dict[str, int]:
+        """How many times each entry has been delivered to a processor (this one included)."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.keys.webhook_inbox, GROUP, min=entry_id, max=entry_id,
+                                count=1)
+        return {pending[0]["message_id"]: int(pending[0]["times_delivered"])
+                for pending in pipe.execute() if pending}
+
+    def _process_all(self, entries: list[tuple[str, dict[str, str]]],
+                     deliveries: dict[str, int]) -> int:
         for entry_id, fields in entries:
             if self._stopping.is_set():
                 break
-            self.process(entry_id, fields)
+            self.attempt(entry_id, fields, deliveries.get(entry_id, 1))
         return len(entries)
+
+    def attempt(self, entry_id: str, fields: dict[str, str], delivery: int = 1) -> str:
+        """Process one entry on its `delivery`-th delivery without letting it stop the
+        others: a failure leaves it pending (`retrying`) until its last attempt, which moves
+        it to the unmatched stream (`failed`). Redis being unavailable is raised."""
+        if delivery > self.max_attempts:
+            return self._give_up(entry_id, fields, (
+                f"delivered to a processor {delivery - 1} times and neither recorded nor "
+                "failed (the processor stopped each time)"))
+        try:
+            return self.process(entry_id, fields)
+        except REDIS_UNAVAILABLE:
+            raise
+        except Exception as exc:  # one entry's failure must not stop the others
+            if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                raise  # the inbox was deleted: the loop recreates the group
+            cause = f"{exc.__class__.__name__}: {exc}"[:KEPT_ERROR_CHARS]
+        if delivery < self.max_attempts:
+            log.warning("webhooks: inbox entry %s failed (attempt %d of %d), retried when "
+                        "taken over in %.0f s: %s", entry_id, delivery, self.max_attempts,
+                        self.claim_idle_ms / 1000, cause, exc_info=delivery == 1)
+            return "retrying"
+        return self._give_up(entry_id, fields, f"processing failed {delivery} times: {cause}")
+
+    def _give_up(self, entry_id: str, fields: dict[str, str], reason: str) -> str:
+        body = fields.get("body", "")
+        try:
+            label = metric_type(parse(body).event_type)
+        except Exception:  # noqa: BLE001 - whatever made it fail may be in the body
+            label = "other"
+        try:
+            self._unmatched(entry_id, "failed", reason, fields.get("webhook_id", ""),
+                            body=body)
+        except REDIS_UNAVAILABLE:
+            raise
+        except Exception:  # kept pending; the next take-over tries again
+            log.exception("webhooks: could not set aside inbox entry %s", entry_id)
+            return "retrying"
+        record_webhook(label, "failed")
+        log.error("webhooks: inbox entry %s set aside in webhook-unmatched as failed: %s",
+                  entry_id, reason)
+        return "failed"
 
     def process(self, entry_id: str, fields: dict[str, str]) -> str:
         """Record one inbox entry and acknowledge it; return the result it was counted as."""

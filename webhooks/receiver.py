@@ -6,13 +6,18 @@
 - no `X-PagerDuty-Signature` `v1` signature of the raw body under a configured secret
   -> 401, nothing recorded (not even the delivery id);
 - not JSON -> 400;
-- a delivery id (`X-Webhook-Id`, else the body's hash) seen in the last
-  `webhook_dedup_seconds` -> 200, nothing queued;
-- else the body goes on the inbox stream (with the id marked seen, atomically) -> 202.
+- a delivery id (`X-Webhook-Id`, else the body's hash), or a signed `event.id`, seen in
+  the last `webhook_dedup_seconds` -> 200, nothing queued (the delivery id is not signed:
+  a replayed body under a new one is caught by its event id);
+- else the body goes on the inbox stream (with both ids marked seen, atomically) -> 202.
 
 The work is done later by the processor, so the answer comes well within PagerDuty's 5 s;
 if Redis does not answer in `REDIS_DEADLINE_SECONDS` the answer is 503 and PagerDuty
 retries. `GET /healthz` answers 200, `GET /metrics` the process's webhook counters.
+
+Every refusal (401, 413, 400) is counted in the metric and logged through `refusals`, which
+bounds the lines a flood of them writes. A request not read whole in time is closed
+unanswered by the protocol (`webhooks.protocol`); the body read so far is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -31,6 +37,7 @@ from config import defaults
 from config.keyspace import Keyspace
 from config.settings import Settings
 from webhooks.events import metric_type
+from webhooks.refusals import Refusals
 from webhooks.signature import verify
 from worker.metrics import WEBHOOKS, record_webhook
 
@@ -46,11 +53,19 @@ PATHS = ("/webhooks/pagerduty", "/")
 REDIS_DEADLINE_SECONDS = 3.0
 # A delivery id longer than this is replaced by its hash in the key name.
 MAX_WEBHOOK_ID_LENGTH = 128
+# An event id (PagerDuty's are 26 letters and digits) is used in its key name as it is when
+# it looks like this; any other (long, odd characters) is replaced by its hash.
+PLAIN_EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-# KEYS: 1 seen, 2 inbox   ARGV: 1 dedup ms, 2 body, 3 webhook id
-# Marks the delivery seen and queues its body in one step: 1 queued, 0 seen before.
+# KEYS: 1 delivery seen, 2 inbox, 3 event seen ('' when the body names no event id)
+# ARGV: 1 dedup ms, 2 body, 3 webhook id
+# Marks both ids seen and queues the body in one step: 1 queued, 0 the delivery id was
+# seen before, -1 the event id was.
 ADMIT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[1]) end
 redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'webhook_id', ARGV[3])
 return 1
 """
@@ -60,15 +75,22 @@ class BodyTooLarge(Exception):
     """More than the limit arrived."""
 
 
+class ClientGone(Exception):
+    """The connection closed before the whole body arrived (the client left, or the
+    request was not read within the protocol's deadline): there is nobody to answer."""
+
+
 class Receiver:
     """The ASGI app. `client` is a (blocking) Redis client, used from worker threads."""
 
     def __init__(self, client: redis.Redis, settings: Settings, *,
-                 max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES,
+                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keyspace(settings.key_prefix)
         self.max_body_bytes = max_body_bytes
+        self.refusals = Refusals(log, refusal_log_seconds)
         self._admit = client.register_script(ADMIT)
         # The secrets are read when a body is verified, never copied into a plain attribute.
         self._metrics = CollectorRegistry(auto_describe=True)
@@ -90,59 +112,68 @@ class Receiver:
         elif method != "POST":
             await _answer(send, 405, {"error": "method not allowed"})
         else:
-            status, body = await self.handle(scope, receive)
-            await _answer(send, status, body)
+            answer = await self.handle(scope, receive)
+            if answer is not None:
+                await _answer(send, *answer)
 
-    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        """Decide the answer to one webhook delivery."""
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]] | None:
+        """Decide the answer to one webhook delivery (None: the client is gone)."""
         headers = _headers(scope)
+        client = (scope.get("client") or ("?", 0))[0]
+        too_large = f"body over {self.max_body_bytes} bytes"
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+            self.refusals.refused(client, "too_large", too_large)
+            return 413, {"error": too_large}
         try:
             raw = await self._read(receive)
         except BodyTooLarge:
-            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+            self.refusals.refused(client, "too_large", too_large)
+            return 413, {"error": too_large}
+        except ClientGone:  # a part of a body is no delivery: nothing to verify or record
+            return None
         secrets = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
         if not verify(headers.get("x-pagerduty-signature"), raw, secrets):
-            record_webhook("other", "unauthorized")
-            client = scope.get("client") or ("?", 0)
-            log.warning("webhooks: refused a delivery from %s: missing or wrong signature",
-                        client[0])
+            self.refusals.refused(client, "unauthorized", "missing or wrong signature")
             return 401, {"error": "missing or wrong X-PagerDuty-Signature"}
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
+            self.refusals.refused(client, "not_json", "body is not JSON")
             return 400, {"error": "body is not JSON"}
         event = body.get("event") if isinstance(body, dict) else None
         event_type = metric_type(event.get("event_type") if isinstance(event, dict) else None)
+        event_id = _event_id_key(event.get("id") if isinstance(event, dict) else None)
         webhook_id = headers.get("x-webhook-id") or ""
         if not webhook_id or len(webhook_id) > MAX_WEBHOOK_ID_LENGTH:
             webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode() + raw).hexdigest()
         try:
             queued = await asyncio.wait_for(
-                asyncio.to_thread(self._queue, webhook_id, raw), REDIS_DEADLINE_SECONDS)
+                asyncio.to_thread(self._queue, webhook_id, event_id, raw),
+                REDIS_DEADLINE_SECONDS)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             log.warning("webhooks: could not queue delivery %s (%s); PagerDuty will retry",
                         webhook_id, exc.__class__.__name__)
             return 503, {"error": "temporarily unavailable"}
-        if not queued:
+        if queued != 1:
             record_webhook(event_type, "duplicate")
-            return 200, {"status": "duplicate", "webhook_id": webhook_id}
+            return 200, {"status": "duplicate", "webhook_id": webhook_id,
+                         "seen": "X-Webhook-Id" if queued == 0 else "event.id"}
         return 202, {"status": "queued", "webhook_id": webhook_id}
 
-    def _queue(self, webhook_id: str, raw: bytes) -> bool:
+    def _queue(self, webhook_id: str, event_id: str | None, raw: bytes) -> int:
         dedup_ms = int(self.settings.webhook_dedup_seconds * 1000)
-        return bool(self._admit(keys=[self.keys.webhook_seen(webhook_id),
-                                      self.keys.webhook_inbox],
-                                args=[dedup_ms, raw, webhook_id]))
+        event_seen = self.keys.webhook_event_seen(event_id) if event_id else ""
+        return int(self._admit(keys=[self.keys.webhook_seen(webhook_id),
+                                     self.keys.webhook_inbox, event_seen],
+                               args=[dedup_ms, raw, webhook_id]))
 
     async def _read(self, receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -151,6 +182,15 @@ class Receiver:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _event_id_key(event_id: object) -> str | None:
+    """The signed `event.id` as its key name holds it (None: the body names none)."""
+    if not isinstance(event_id, str) or not event_id:
+        return None
+    if PLAIN_EVENT_ID.fullmatch(event_id):
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -18,10 +19,12 @@ from typing import Any
 import redis
 import uvicorn
 
+from config import defaults
 from config.connections import redis_client
 from config.errors import ConfigurationError
 from config.settings import Settings
 from webhooks.processor import Processor
+from webhooks.protocol import BoundedH11Protocol
 from webhooks.receiver import Receiver
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,19 @@ def check_settings(settings: Settings) -> None:
         ])
 
 
-def uvicorn_config(app: Receiver, host: str, port: int, **options: Any) -> uvicorn.Config:
-    """uvicorn settings for the receiver: h11, no access log (it would be noise), short
-    keep-alive, a bound on concurrent connections so a flood gets 503s, not memory."""
+def uvicorn_config(app: Receiver, host: str, port: int, *,
+                   read_timeout: float = defaults.WEBHOOK_READ_TIMEOUT_SECONDS,
+                   limit_concurrency: int = defaults.WEBHOOK_CONCURRENCY_LIMIT,
+                   **options: Any) -> uvicorn.Config:
+    """uvicorn settings for the receiver: h11 with a deadline for reading each request
+    (`BoundedH11Protocol`), no access log (it would be noise), short keep-alive, a bound
+    on concurrent connections so a flood gets 503s, not memory."""
+    protocol = functools.partial(BoundedH11Protocol, read_timeout=read_timeout,
+                                 refusals=app.refusals)
     return uvicorn.Config(
-        app, host=host, port=port, http="h11", loop="asyncio", lifespan="off",
+        app, host=host, port=port, http=protocol, loop="asyncio", lifespan="off",
         access_log=False, server_header=False, timeout_keep_alive=5,
-        limit_concurrency=1000, log_config=None, **options,
+        limit_concurrency=limit_concurrency, log_config=None, **options,
     )
 
 
@@ -74,14 +83,20 @@ class WebhookService:
     """The receiver and its processor, each in a daemon thread; a context manager."""
 
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
-                 client: redis.Redis | None = None, **processor_options: Any) -> None:
+                 client: redis.Redis | None = None,
+                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS,
+                 read_timeout: float = defaults.WEBHOOK_READ_TIMEOUT_SECONDS,
+                 limit_concurrency: int = defaults.WEBHOOK_CONCURRENCY_LIMIT,
+                 **processor_options: Any) -> None:
         check_settings(settings)
         self.settings = settings
         self.host = host
         self._port = port
+        self._http_options = dict(read_timeout=read_timeout,
+                                  limit_concurrency=limit_concurrency)
         self._owns_client = client is None
         self.client = client or redis_client(settings)
-        self.receiver = Receiver(self.client, settings)
+        self.receiver = Receiver(self.client, settings, refusal_log_seconds=refusal_log_seconds)
         self.processor = Processor(self.client, settings, **processor_options)
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -103,7 +118,7 @@ class WebhookService:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((self.host, self._port))
         self._server = _Server(uvicorn_config(self.receiver, self.host, self.port,
-                                                     log_level="warning"))
+                                              log_level="warning", **self._http_options))
         self.processor.ensure_group()
         self._threads = [
             threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
@@ -127,6 +142,7 @@ class WebhookService:
         self.processor.stop()
         for thread in self._threads:
             thread.join(10)
+        self.receiver.refusals.flush()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
@@ -149,8 +165,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     processor.ensure_group()
     thread = threading.Thread(target=processor.run, name="webhook-processor", daemon=True)
     thread.start()
-    server = _Server(uvicorn_config(Receiver(client, settings), host, port,
-                                           log_level=settings.log_level.lower()))
+    receiver = Receiver(client, settings)
+    server = _Server(uvicorn_config(receiver, host, port,
+                                    log_level=settings.log_level.lower()))
     print(f"PagerDuty webhook receiver listening on http://{host}:{port}/webhooks/pagerduty "
           f"({len(settings.webhook_secrets)} secret(s))", flush=True)
     try:
@@ -158,4 +175,5 @@ def serve(settings: Settings, host: str, port: int) -> None:
     finally:
         processor.stop()
         thread.join(10)
+        receiver.refusals.flush()
         client.close()

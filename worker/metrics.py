@@ -295,10 +295,14 @@ class MetricsStep(bootsteps.StartStopStep):
 # The webhook receiver (`monitao-pd webhooks`): PagerDuty's webhooks v3 by what became of
 # them. result: matched (recorded in an incident's timeline), unmatched (no MoniTao
 # incident), invalid (not a webhook v3 event), ignored (a type that is not synced),
-# duplicate (a delivery id seen before), unauthorized (bad or missing signature).
+# failed (processing failed on every attempt; set aside), duplicate (a delivery id or signed
+# event id seen before); refused: unauthorized (bad or missing signature), too_large (413),
+# not_json (400), timeout (not read whole in time; closed), bad_request (not HTTP),
+# overloaded (503, the concurrency limit).
 WEBHOOKS = Counter(
     "monitao_pd_webhooks", "PagerDuty webhooks received, by event type and result "
-    "(matched, unmatched, invalid, ignored, duplicate, unauthorized).",
+    "(matched, unmatched, invalid, ignored, failed, duplicate; refused: unauthorized, "
+    "too_large, not_json, timeout, bad_request, overloaded).",
     ["event_type", "result"], registry=REGISTRY,
 )
 

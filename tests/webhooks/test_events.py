@@ -56,6 +56,22 @@ def test_types_not_synced() -> None:
     assert not parse(body(id="E", event_type="pagey.ping")).synced
 
 
+def test_lone_surrogates_are_replaced_in_every_field() -> None:
+    """JSON can spell a lone surrogate; no Redis key or value can hold one, and a pair
+    spelt in two escapes is one character, left alone."""
+    raw = (b'{"event": {"id": "E\\ud800", "event_type": "incident.acknowledged\\udfff", '
+           b'"occurred_at": "\\udc80", "agent": {"summary": "Jane\\ud83d"}, '
+           b'"data": {"id": "P\\udbff", "status": "\\ud800x", '
+           b'"incident_key": "monitao-monitor-1-incident-\\ud800\\ud83d\\ude00"}}}')
+    event = parse(raw)
+    assert (event.pd_event_id, event.event_type, event.occurred_at, event.agent,
+            event.pd_incident, event.pd_status, event.incident_key) == (
+        "E\ufffd", "incident.acknowledged\ufffd", "\ufffd", "Jane\ufffd", "P\ufffd",
+        "\ufffdx", "monitao-monitor-1-incident-\ufffd\U0001f600")
+    for value in timeline_fields(event, "prod", event.incident_key or ""):
+        value.encode("utf-8")  # strict: would raise on a surrogate
+
+
 @pytest.mark.parametrize("raw", [
     b"not json", b"[]", b"{}", b'{"event": 1}', b'{"event": {"id": 1}}',
     b'{"event": {"id": "x"}}', b'{"event": {"id": "x", "event_type": ""}}',

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,62 +16,17 @@ import redis
 
 from config.keyspace import Keyspace
 from tests.conftest import wait_until
-from tests.webhooks.conftest import SECRET_A, SECRET_B
+from tests.webhooks.conftest import (
+    DEDUP,
+    SECRET_A,
+    SECRET_B,
+    counted,
+    entries,
+    event_body,
+    nothing_recorded,
+    post,
+)
 from webhooks import WebhookService, sign, signature_header
-from worker import timeline
-from worker.metrics import WEBHOOKS
-
-DEDUP = "monitao-monitor-123-incident-456"
-
-
-def event_body(event_id: str = "01EVENT", event_type: str = "incident.acknowledged",
-               dedup_key: str | None = DEDUP, agent: str = "Jane Responder") -> bytes:
-    data: dict[str, object] = {"id": "PINC1", "type": "incident", "status": "acknowledged",
-                               "service": {"id": "PSVC", "summary": "web"}}
-    if dedup_key is not None:
-        data["incident_key"] = dedup_key
-    return json.dumps({"event": {
-        "id": event_id, "event_type": event_type, "resource_type": "incident",
-        "occurred_at": "2026-11-27T10:15:00.000Z",
-        "agent": {"id": "PUSR", "summary": agent, "type": "user_reference"}, "data": data,
-    }}).encode()
-
-
-def post(service: WebhookService, body: bytes, signature: str | None,
-         webhook_id: str | None = "wh-1", **headers: str) -> httpx.Response:
-    sent = {"Content-Type": "application/json", **headers}
-    if signature is not None:
-        sent["X-PagerDuty-Signature"] = signature
-    if webhook_id is not None:
-        sent["X-Webhook-Id"] = webhook_id
-    return httpx.post(service.url, content=body, headers=sent, timeout=10)
-
-
-@pytest.fixture
-def keys(prefix: str) -> Keyspace:
-    return Keyspace(prefix)
-
-
-@pytest.fixture
-def incident(redis_conn: redis.Redis, keys: Keyspace) -> str:
-    """Incident 456 has a timeline (the fleet sent its trigger to destination prod)."""
-    redis_conn.xadd(keys.timeline("456"), dict(zip(*[iter(timeline.entry(
-        "delivered", "ev-1", "trigger", "prod", DEDUP))] * 2, strict=True)))
-    return "456"
-
-
-def entries(redis_conn: redis.Redis, keys: Keyspace, incident_id: str = "456") -> list[dict]:
-    return [e for e in timeline.read(redis_conn, keys, incident_id)
-            if e["stage"].startswith("pagerduty_")]
-
-
-def counted(event_type: str, result: str) -> float:
-    return WEBHOOKS.labels(event_type, result)._value.get()
-
-
-def nothing_recorded(redis_conn: redis.Redis, prefix: str) -> bool:
-    return list(redis_conn.scan_iter(match=f"{prefix}webhook-seen:*")) == [] and \
-        redis_conn.xlen(f"{prefix}webhook-inbox") == 0
 
 
 def test_a_signed_acknowledgement_is_queued_then_recorded(
@@ -134,6 +92,43 @@ def test_a_duplicate_webhook_id_is_processed_once(
     assert [e["pd_event_id"] for e in seen] == ["01EVENT", "02EVENT"]
     ttl = redis_conn.ttl(keys.webhook_seen("wh-dup"))
     assert 47 * 3600 < ttl <= 48 * 3600
+
+
+def test_a_replayed_body_under_another_webhook_id_is_a_duplicate_by_its_event_id(
+        receiver: WebhookService, redis_conn: redis.Redis, keys: Keyspace, incident: str,
+) -> None:
+    """X-Webhook-Id is not signed: whoever captured a delivery can send its signed body
+    again under a new id. The signed event.id catches it."""
+    before = counted("incident.acknowledged", "duplicate")
+    body = event_body()
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id="wh-original").status_code == 202
+    for replay_id in ("wh-replay-1", "wh-replay-2", None):
+        again = post(receiver, body, header, webhook_id=replay_id)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "duplicate" and again.json()["seen"] == "event.id"
+    other = event_body(event_id="02EVENT", event_type="incident.resolved")
+    assert post(receiver, other, signature_header([SECRET_A], other),
+                webhook_id="wh-next").status_code == 202
+    seen = wait_until(lambda: (e := entries(redis_conn, keys)) and len(e) >= 2 and e, 10)
+    assert [e["pd_event_id"] for e in seen] == ["01EVENT", "02EVENT"]
+    assert counted("incident.acknowledged", "duplicate") == before + 3
+    ttl = redis_conn.ttl(keys.webhook_event_seen("01EVENT"))
+    assert 47 * 3600 < ttl <= 48 * 3600
+
+
+@pytest.mark.parametrize("event_id", ["x" * 10_000, "E\ud800", "E\n*?[]", "sha256:abc"])
+def test_any_event_id_is_deduplicated(receiver: WebhookService, redis_conn: redis.Redis,
+                                      keys: Keyspace, event_id: str) -> None:
+    """Long ids, lone surrogates, control and glob characters: hashed in the key name."""
+    body = json.dumps({"event": {"id": event_id, "event_type": "incident.acknowledged",
+                                 "data": {"incident_key": DEDUP}}}).encode()
+    header = signature_header([SECRET_A], body)
+    assert post(receiver, body, header, webhook_id="wh-a").status_code == 202
+    again = post(receiver, body, header, webhook_id="wh-b")
+    assert again.status_code == 200 and again.json()["seen"] == "event.id"
+    names = list(redis_conn.scan_iter(match=f"{keys.prefix}webhook-event-seen:*"))
+    assert len(names) == 1 and len(names[0]) < len(keys.prefix) + 100
 
 
 def test_without_a_webhook_id_the_body_is_the_identity(
@@ -240,6 +235,84 @@ def test_an_abandoned_entry_is_taken_over(
     wait_until(lambda: heir.step() or entries(redis_conn, keys), 5)
     assert [e["stage"] for e in entries(redis_conn, keys)] == ["pagerduty_acknowledged"]
     assert redis_conn.xpending(keys.webhook_inbox, GROUP)["pending"] == 0
+
+
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "webhooks.receiver" and "webhooks: refused" in r.getMessage()]
+
+
+def told(messages: list[str]) -> int:
+    """How many refusals the log lines account for: one per single line, N per summary."""
+    total = 0
+    for message in messages:
+        summed = re.match(r"webhooks: refused ([\d,]+) more request", message)
+        total += int(summed.group(1).replace(",", "")) if summed else 1
+    return total
+
+
+def flood(service: WebhookService, requests: int, body: bytes, batch: int = 250,
+          **headers: str) -> collections.Counter[int]:
+    """POST `body` `requests` times, pipelined on one keep-alive connection (an HTTP client
+    library takes tens of ms a request here); the answers' status codes."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    one = (f"POST /webhooks/pagerduty HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    statuses: collections.Counter[int] = collections.Counter()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+        for start in range(0, requests, batch):
+            count = min(batch, requests - start)
+            conn.sendall(one * count)
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < count:
+                chunk = conn.recv(65536)
+                assert chunk, "the receiver closed the connection"
+                answers += chunk
+            statuses.update(int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers))
+    return statuses
+
+
+def test_thousands_of_refused_requests_give_a_bounded_number_of_log_lines(
+        webhook_settings, redis_conn: redis.Redis, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    before = {result: counted("other", result) for result in ("unauthorized", "not_json")}
+    with WebhookService(webhook_settings, claim_idle_seconds=60,
+                        block_seconds=0.2) as service:
+        unsigned = flood(service, 3000, event_body())
+        garbage = b"{not json"
+        malformed = flood(service, 400, garbage, **{
+            "X-PagerDuty-Signature": signature_header([SECRET_A], garbage)})
+        assert unsigned == {401: 3000} and malformed == {400: 400}
+        assert len(refusal_lines(caplog)) == 1  # the first; the rest are held for the summary
+    lines = refusal_lines(caplog)  # stopping the service logs the summary
+    assert len(lines) == 2
+    assert told(lines) == 3400
+    assert "3,000 missing or wrong signature" in lines[1] or \
+        "2,999 missing or wrong signature" in lines[1]
+    assert "body is not JSON" in lines[1] and "from 127.0.0.1 (3,399)" in lines[1]
+    assert counted("other", "unauthorized") == before["unauthorized"] + 3000
+    assert counted("other", "not_json") == before["not_json"] + 400
+    assert nothing_recorded(redis_conn, prefix)
+
+
+def test_a_summary_is_logged_when_its_interval_ends(
+        webhook_settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Refusals spread over several intervals: at most two lines each, the last interval's
+    summary logged at its end with no further request, and every refusal told."""
+    caplog.set_level(logging.WARNING)
+    with WebhookService(webhook_settings, claim_idle_seconds=60, block_seconds=0.2,
+                        refusal_log_seconds=0.5) as service:
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < 2.0:
+            assert flood(service, 10, b"{}") == {401: 10}
+            sent += 10
+        elapsed = time.monotonic() - started
+        wait_until(lambda: told(refusal_lines(caplog)) == sent, 10,
+                   message="the last interval's summary")
+        lines = refusal_lines(caplog)
+    assert sent >= 100
+    assert len(lines) <= 2 * (elapsed / 0.5 + 2)
 
 
 def test_the_secret_is_nowhere(receiver: WebhookService, redis_conn: redis.Redis,
