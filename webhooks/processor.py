@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from config import defaults
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace
 from config.settings import Settings
 from webhooks.events import (
@@ -100,7 +101,7 @@ class Processor:
         self.block_ms = max(1, int(block_seconds * 1000))
         self.max_attempts = max(1, max_attempts)
         self.enqueue_change = enqueue_change
-        self._record = client.register_script(RECORD_MATCHED)
+        self._record = IdempotentScript(client, RECORD_MATCHED, self.keys)
         self._stopping = threading.Event()
         self._claim_cursor = "0-0"
 

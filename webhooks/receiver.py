@@ -34,6 +34,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from config import defaults
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace
 from config.settings import Settings
 from webhooks.events import metric_type
@@ -91,7 +92,7 @@ class Receiver:
         self.keys = Keyspace(settings.key_prefix)
         self.max_body_bytes = max_body_bytes
         self.refusals = Refusals(log, refusal_log_seconds)
-        self._admit = client.register_script(ADMIT)
+        self._admit = IdempotentScript(client, ADMIT, self.keys)
         # The secrets are read when a body is verified, never copied into a plain attribute.
         self._metrics = CollectorRegistry(auto_describe=True)
         self._metrics.register(WEBHOOKS)

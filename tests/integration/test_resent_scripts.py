@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from config import defaults
-from config.keyspace import slot_of
+from config.keyspace import Keyspace, slot_of
 from config.settings import Settings
 from producer import AlertProducer
 from worker import timeline
@@ -265,3 +265,26 @@ def test_a_lost_enqueue_reply_still_publishes_the_task(settings: Settings, desti
     finally:
         client.close()
         proxy.close()
+
+
+def test_webhook_scripts_sent_twice_answer_as_they_did(settings: Settings,
+                                                       redis_conn: Any) -> None:
+    from config.idempotent import IdempotentScript
+    from webhooks.processor import RECORD_MATCHED
+    from webhooks.receiver import ADMIT
+
+    client, keys = twice(redis_conn), Keyspace(settings.key_prefix)
+    admit = IdempotentScript(client, ADMIT, keys)
+    queued = admit(keys=[keys.webhook_seen("d1"), keys.webhook_inbox,
+                         keys.webhook_event_seen("e1")], args=[60_000, "{}", "d1"])
+    assert queued == 1  # "queued", not "seen before": that was its own first run
+    assert redis_conn.xlen(keys.webhook_inbox) == 1
+
+    redis_conn.xgroup_create(keys.webhook_inbox, "g", id="0")
+    [(_, [(entry_id, _)])] = redis_conn.xreadgroup("g", "c", {keys.webhook_inbox: ">"})
+    record = IdempotentScript(client, RECORD_MATCHED, keys)
+    entry = json.dumps(["stage", "pagerduty_acknowledged", "event_id", "E1"])
+    record(keys=[keys.timeline("w"), keys.webhook_inbox, ""],
+           args=["g", entry_id, 60_000, entry, "k", 60_000])
+    assert redis_conn.xlen(keys.timeline("w")) == 1  # one entry, not two
+    assert_same_answers(client)
