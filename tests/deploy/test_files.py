@@ -48,6 +48,8 @@ CHECKED_BY = {
     "systemd/monitao-pd-health.service": "test_systemd",
     "systemd/monitao-pd-health.timer": "test_systemd",
     "systemd/monitao-pd.env.example": "test_systemd",
+    "systemd/worker.env.example": "test_systemd",
+    "systemd/flower.env.example": "test_systemd",
 }
 
 
