@@ -340,6 +340,7 @@ def client_argv(name: str, directory: Path, port: int, *args: str) -> list[str]:
     return [*entrypoint[:2], script, entrypoint[3], *args]
 
 
+@pytest.mark.slow
 def test_redis_requires_the_password_and_keeps_it_off_its_command_line(tmp_path: Path) -> None:
     password = secrets.token_hex(32)
     run_secrets = tmp_path / "secrets"
@@ -391,10 +392,12 @@ def test_redis_refuses_a_weak_or_unquotable_password(tmp_path: Path, password: s
     assert "Redis" not in done.stdout  # redis-server never started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REDIS_CLIENTS))
 def test_fleet_services_reach_redis_with_its_password(tmp_path: Path, name: str) -> None:
     """The entrypoint of a Redis client, run with its secrets, reaches the Redis that the
-    redis service's script started: `health` gets past Redis (no worker answers here)."""
+    redis service's script started, which refuses anyone without the password: `health` gets
+    past Redis (no worker answers here)."""
     password = secrets.token_hex(32)
     redis_secrets, client_secrets = tmp_path / "redis-secrets", tmp_path / "client-secrets"
     fill_secrets(redis_secrets, compose()["services"]["redis"], password)
@@ -415,13 +418,6 @@ def test_fleet_services_reach_redis_with_its_password(tmp_path: Path, name: str)
             checked = subprocess.run([*health[:-1], "1"], capture_output=True, text=True,
                                      timeout=60, env=script_environment())
             assert "Redis answers, but no worker on this host" in checked.stdout + checked.stderr
-        # With another password the same entrypoint is refused.
-        (client_secrets / "redis_password").write_text("z" * 32)
-        refused = subprocess.run(client_argv(name, client_secrets, server.port, "health",
-                                             "--timeout", "1"),
-                                 capture_output=True, text=True, timeout=60,
-                                 env=script_environment())
-        assert "AuthenticationError" in refused.stdout + refused.stderr
 
 
 def test_config_and_build_paths_exist() -> None:
@@ -434,22 +430,26 @@ def test_config_and_build_paths_exist() -> None:
     assert data["services"]["worker"]["environment"]["MONITAO_PD_CONFIG"] == target
 
 
+@pytest.mark.slow
 def test_the_worker_entrypoint_loads_the_keys_into_the_process(tmp_path: Path) -> None:
     """The entrypoint script, run by /bin/sh as in the container, with `config check`."""
-    run_secrets = tmp_path / "secrets"
-    values = fill_secrets(run_secrets, compose()["services"]["worker"], secrets.token_hex(32))
+    password = secrets.token_hex(32)
+    redis_secrets, run_secrets = tmp_path / "redis-secrets", tmp_path / "secrets"
+    fill_secrets(redis_secrets, compose()["services"]["redis"], password)
+    values = fill_secrets(run_secrets, compose()["services"]["worker"], password)
     key = values["PD_KEY_TRIAL"]
     env = script_environment()
     env["MONITAO_PD_CONFIG"] = str(DEPLOY / compose()["configs"]["destinations"]["file"])
-    argv = client_argv("worker", run_secrets, 6379, "config", "check")
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "set, 32 characters, from $PD_KEY_TRIAL" in done.stdout
-    assert key not in done.stdout + done.stderr
-    # Without the secret the worker would not start: the same script fails.
-    (run_secrets / "routing-keys.env").unlink()
-    failed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert failed.returncode != 0
+    with redis_started_by(redis_argv(redis_secrets), tmp_path) as server:
+        argv = client_argv("worker", run_secrets, server.port, "config", "check")
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "set, 32 characters, from $PD_KEY_TRIAL" in done.stdout
+        assert key not in done.stdout + done.stderr
+        # Without the secret the worker would not start: the same script fails.
+        (run_secrets / "routing-keys.env").unlink()
+        failed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert failed.returncode != 0
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_CLIENTS))
@@ -459,13 +459,13 @@ def test_the_entrypoint_loads_exactly_the_secrets_given(tmp_path: Path, name: st
     run_secrets = tmp_path / "secrets"
     password = secrets.token_hex(32)
     values = fill_secrets(run_secrets, compose()["services"][name], password)
-    script = client_argv(name, run_secrets, 6379)[2].replace(
-        'exec monitao-pd "$@"', "env")
+    # Nothing connects: the script prints the environment instead of running monitao-pd.
+    script = client_argv(name, run_secrets, 6390)[2].replace('exec monitao-pd "$@"', "env")
     done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
                           timeout=30, env=script_environment())
     assert done.returncode == 0, done.stderr
     environment = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    assert environment["MONITAO_PD_REDIS_URL"] == f"redis://:{password}@127.0.0.1:6379/0"
+    assert environment["MONITAO_PD_REDIS_URL"] == f"redis://:{password}@127.0.0.1:6390/0"
     expected = {"worker": {"PD_KEY_TRIAL", "MONITAO_PD_SECRET_KEYS"},
                 "flower": {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"}}[name]
     for variable, value in values.items():

@@ -527,6 +527,7 @@ def redis_password_mount() -> Path:
     return Path(mount["mountPath"]) / item["path"]
 
 
+@pytest.mark.slow
 def test_redis_requires_the_password_of_the_secret(tmp_path: Path) -> None:
     """The container's script, run with this machine's redis-server and the Secret's file."""
     mount = redis_password_mount()
@@ -673,6 +674,7 @@ def test_the_webhook_receiver_is_deployed_with_its_secret_and_probes() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+@pytest.mark.slow
 def test_the_probes_ask_the_real_receiver(redis_url: str, prefix: str) -> None:
     """`monitao-pd webhooks` run with the Deployment's arguments (on 127.0.0.1 and a free
     port) and its environment: the probes' path answers 200 once it serves, another 404."""
