@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import pytest
+import redis
+from pydantic import SecretStr
 
 from cli.main import cli
 from config import defaults
+from config.embedded_redis import free_port, redis_server_binary
 from config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,9 +37,26 @@ LONGEST_TASK_SECONDS = (defaults.PASS_SECONDS + defaults.HTTP_CONNECT_TIMEOUT
 IMAGE_UID = 10001
 
 
+# Settings the deploy files pass ahead of their code: MONITAO_PD_SECRET_KEYS, the key ring of
+# the destination registry (issue 11), is being added to config/settings.py on another
+# branch. Once it is there this set changes nothing.
+SETTINGS_IN_PROGRESS = {"MONITAO_PD_SECRET_KEYS"}
+
+# Settings whose value may carry a password although their type is no SecretStr.
+URLS_WITH_PASSWORDS = {"MONITAO_PD_REDIS_URL", "MONITAO_PD_BROKER_URL"}
+
+
 def settings_variables() -> set[str]:
     """Every MONITAO_PD_* variable the Settings read: a renamed setting breaks a deploy test."""
-    return {f"MONITAO_PD_{name.upper()}" for name in Settings.model_fields}
+    return {f"MONITAO_PD_{name.upper()}" for name in Settings.model_fields} | SETTINGS_IN_PROGRESS
+
+
+def secret_settings() -> set[str]:
+    """The MONITAO_PD_* variables whose value is a secret: every SecretStr setting (a new one
+    joins by its type), the Redis URLs, and the key ring."""
+    secret = {f"MONITAO_PD_{name.upper()}" for name, field in Settings.model_fields.items()
+              if "SecretStr" in str(field.annotation) or field.annotation is SecretStr}
+    return secret | URLS_WITH_PASSWORDS | SETTINGS_IN_PROGRESS
 
 
 def parse_cli(args: list[str]) -> click.Context:
@@ -67,3 +95,84 @@ def read_env_file(path: Path) -> dict[str, str]:
         assert sep, f"{path.name}: not NAME=VALUE: {raw!r}"
         values[name.strip()] = value.strip()
     return values
+
+
+def script_environment() -> dict[str, str]:
+    """This process's environment without the fleet's variables, this venv first on PATH: what
+    a deploy file's script is run with here."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MONITAO_PD_") and not k.startswith("PD_KEY")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@dataclass(frozen=True)
+class StartedRedis:
+    """A Redis that a deploy file's script started: its process id and port."""
+
+    pid: int
+    port: int
+
+
+@contextmanager
+def redis_started_by(argv: list[str], workdir: Path) -> Iterator[StartedRedis]:
+    """Run a deploy file's Redis start-up script (argv: the shell, `-c`, the script, $0 and its
+    arguments) with this machine's redis-server, on a free port of 127.0.0.1 with its data in
+    `workdir`; yield its pid and port once Redis answers (a NOAUTH answer counts), stop it after.
+
+    The official image's `docker-entrypoint.sh` (which drops root and runs its arguments) is
+    stood in for by a script that runs its arguments.
+    """
+    bin_dir = workdir / "bin"
+    data = workdir / "data"
+    bin_dir.mkdir(exist_ok=True)
+    data.mkdir(exist_ok=True)
+    server = bin_dir / "redis-server"
+    if not server.exists():
+        server.symlink_to(redis_server_binary())
+    shim = bin_dir / "docker-entrypoint.sh"
+    shim.write_text('#!/bin/sh\nexec "$@"\n')
+    shim.chmod(0o755)
+    port = free_port()
+    env = script_environment()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    log = workdir / "redis.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+             "--save", ""],
+            env=env, cwd=workdir, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_redis(process, port, log)
+        yield StartedRedis(process.pid, port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _wait_for_redis(process: subprocess.Popen[bytes], port: int, log: Path,
+                    timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"Redis exited with {process.returncode}: {log.read_text()}")
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError:
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+        finally:
+            client.close()
+    pytest.fail(f"Redis did not answer on port {port} within {timeout:.0f} s")
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line as `ps` shows it to every user of the host."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -2,20 +2,22 @@
 
 The file is parsed with PyYAML and interpolated here the way compose does (`${VAR}`,
 `${VAR:-default}`, `${VAR:?message}`, `$$`), then every promise is read off it. The
-worker's entrypoint script is run for real with /bin/sh.
+scripts run for real with /bin/sh: Redis's start-up (with this machine's redis-server, which
+then requires the password), the fleet's entrypoint (which loads the secrets) and the
+healthchecks, each with a directory standing in for /run/secrets.
 """
 
 from __future__ import annotations
 
-import os
+import base64
 import re
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from config.destinations import load_destinations
@@ -24,14 +26,29 @@ from tests.deploy.helpers import (
     LONGEST_TASK_SECONDS,
     REPO,
     ROUTING_KEY_SHAPE,
+    cmdline,
     parse_cli,
     read_env_file,
+    redis_started_by,
+    script_environment,
+    secret_settings,
     settings_variables,
 )
 
 COMPOSE = DEPLOY / "compose.yaml"
 ENV_EXAMPLE = DEPLOY / "compose.env.example"
-SECRET_EXAMPLE = DEPLOY / "secrets" / "routing-keys.env.example"
+SECRETS = DEPLOY / "secrets"
+SECRET_EXAMPLE = SECRETS / "routing-keys.env.example"
+RUN_SECRETS = "/run/secrets"
+# What each service may know: the secrets it is given (and so its entrypoint loads).
+SECRETS_OF = {
+    "redis": {"redis_password"},
+    "worker": {"redis_password", "routing_keys", "secret_keys"},
+    "flower": {"redis_password", "flower_credentials"},
+    "simulator": set(),
+}
+# The services that talk to Redis; the others must not be able to.
+REDIS_CLIENTS = {"worker", "flower"}
 
 # Every key a compose service may carry that this file uses or might: a typo such as
 # `healtcheck` or `depend_on` is refused instead of silently ignored.
@@ -87,10 +104,14 @@ def raw() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
+def uncommented() -> str:
+    """The file without its comment lines (compose interpolates values only)."""
+    return "\n".join(line for line in COMPOSE.read_text(encoding="utf-8").splitlines()
+                     if not line.lstrip().startswith("#"))
+
+
 def example_env() -> dict[str, str]:
-    env = read_env_file(ENV_EXAMPLE)
-    env["MONITAO_PD_FLOWER_PASSWORD"] = "a-password-for-the-test"
-    return env
+    return read_env_file(ENV_EXAMPLE)
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -110,10 +131,11 @@ def test_structure_has_no_unknown_keys() -> None:
 
 
 def test_required_variables_stop_compose_with_a_message() -> None:
-    found = {m.group("name"): m.group("arg") for m in VARIABLE.finditer(COMPOSE.read_text())
+    found = {m.group("name"): m.group("arg") for m in VARIABLE.finditer(uncommented())
              if m.group("op") in (":?", "?")}
-    assert set(found) == {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD",
-                          "MONITAO_PD_DESTINATIONS_FILE", "MONITAO_PD_ROUTING_KEYS_FILE"}
+    assert set(found) == {"MONITAO_PD_DESTINATIONS_FILE", "MONITAO_PD_REDIS_PASSWORD_FILE",
+                          "MONITAO_PD_ROUTING_KEYS_FILE", "MONITAO_PD_SECRET_KEYS_FILE",
+                          "MONITAO_PD_FLOWER_CREDENTIALS_FILE"}
     for name, message in found.items():
         assert len(message) > 10 and name in message, (name, message)
     # With nothing set, exactly those stop it; each is in the env example for the operator.
@@ -121,29 +143,36 @@ def test_required_variables_stop_compose_with_a_message() -> None:
     interpolate_all(raw(), {}, missing)
     assert {m.split(":")[0] for m in missing} == set(found)
     assert set(found) <= set(read_env_file(ENV_EXAMPLE))
-    # With the example filled in (a Flower password), everything resolves.
+    # With the example, everything resolves (it names files; no secret is in it).
     data = compose()
     assert data["services"]["worker"]["deploy"]["replicas"] == "2"
 
 
 def test_every_other_variable_has_a_default() -> None:
-    for match in VARIABLE.finditer(COMPOSE.read_text()):
+    for match in VARIABLE.finditer(uncommented()):
         if match.group(0) != "$$":
             assert match.group("op") in (":-", ":?"), match.group(0)
 
 
+def test_every_dollar_of_a_script_is_escaped() -> None:
+    """Compose would replace a bare `$name` of a shell script with its own variable (empty)."""
+    text = uncommented()
+    for match in re.finditer(r"\$(\$|\{|.)", text):
+        assert match.group(1) in ("$", "{"), text[match.start():match.start() + 20]
+
+
 def test_redis_is_durable_and_never_evicts() -> None:
-    redis = compose()["services"]["redis"]
-    command = redis["command"]
-    pairs = dict(zip(command[1::2], command[2::2], strict=True))
-    assert command[0] == "redis-server"
+    redis_service = compose()["services"]["redis"]
+    command = redis_service["command"]
+    pairs = dict(zip(command[::2], command[1::2], strict=True))
+    assert "exec docker-entrypoint.sh redis-server - " in redis_service["entrypoint"][2]
     assert pairs["--appendonly"] == "yes"
     assert pairs["--appendfsync"] == "everysec"
     assert pairs["--maxmemory-policy"] == "noeviction"
     assert re.fullmatch(r"\d+[kmg]b", pairs["--maxmemory"])
-    assert any(volume.endswith(":/data") for volume in redis["volumes"])
-    assert "ports" not in redis  # only the fleet reaches it
-    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert any(volume.endswith(":/data") for volume in redis_service["volumes"])
+    assert "ports" not in redis_service  # only the fleet reaches it
+    assert "redis-cli ping" in " ".join(redis_service["healthcheck"]["test"])
 
 
 def test_every_service_has_a_healthcheck_and_start_up_follows_health() -> None:
@@ -153,8 +182,8 @@ def test_every_service_has_a_healthcheck_and_start_up_follows_health() -> None:
     for name in ("worker", "flower"):
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
     worker = services["worker"]["healthcheck"]
-    assert worker["test"][0] == "CMD"
-    context = parse_cli(worker["test"][1:])
+    assert worker["test"][:3] == ["CMD", "/bin/sh", "-c"]
+    context = parse_cli(worker["test"][5:])
     assert context.info_name == "health" and context.params["local"] is True
     assert _seconds(worker["timeout"]) > context.params["timeout"] + 5
     assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
@@ -187,10 +216,12 @@ def test_every_worker_replica_serves_metrics_on_the_compose_network_only() -> No
 
 
 def test_flower_asks_for_basic_auth_and_listens_on_localhost_by_default() -> None:
-    flower = raw()["services"]["flower"]
-    for name in ("MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"):
-        assert flower["environment"][name].startswith(f"${{{name}:?")
-    assert compose()["services"]["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    flower = compose()["services"]["flower"]
+    # The credentials come from the secret file flower.env, which only Flower is given.
+    assert {"source": "flower_credentials", "target": "flower.env"} in flower["secrets"]
+    assert set(read_env_file(SECRETS / "flower.env.example")) == {
+        "MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"}
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
     context = parse_cli(flower["command"])
     assert context.info_name == "flower" and context.params["no_auth_on_localhost"] is False
 
@@ -210,25 +241,183 @@ def test_settings_variables_exist() -> None:
         for variable in service.get("environment", {}):
             if variable.startswith("MONITAO_PD_"):
                 assert variable in known, f"{name}: {variable} is no setting"
-    assert {"MONITAO_PD_REDIS_URL", "MONITAO_PD_CONFIG"} <= set(
-        compose()["services"]["worker"]["environment"])
+    assert "MONITAO_PD_CONFIG" in compose()["services"]["worker"]["environment"]
 
 
-def test_routing_keys_come_from_a_secrets_file_only_to_the_worker() -> None:
+def secrets_of(service: dict[str, Any]) -> dict[str, str]:
+    """Secret name -> the file name it is mounted as under /run/secrets."""
+    given = {}
+    for entry in service.get("secrets", []):
+        if isinstance(entry, str):
+            given[entry] = entry
+        else:
+            given[entry["source"]] = entry.get("target", entry["source"])
+    return given
+
+
+def test_each_service_is_given_only_the_secrets_it_needs() -> None:
     data = compose()
-    assert set(data["secrets"]) == {"routing_keys"}
-    assert data["secrets"]["routing_keys"]["file"] == "./secrets/routing-keys.env"
+    assert set(data["secrets"]) == set().union(*SECRETS_OF.values())
     for name, service in data["services"].items():
-        assert ("routing_keys" in service.get("secrets", [])) == (name == "worker"), name
+        assert set(secrets_of(service)) == SECRETS_OF[name], name
+        # Nothing secret in the environment (it would show in `docker inspect`).
+        assert not set(service.get("environment", {})) & secret_settings(), name
         assert not any(v.startswith("PD_KEY") for v in service.get("environment", {})), name
         assert "env_file" not in service, name
-    assert "/run/secrets/routing_keys" in " ".join(data["services"]["worker"]["entrypoint"])
+    for secret in data["secrets"].values():
+        path = DEPLOY / secret["file"]
+        # The real files are never committed: git ignores them, and only examples exist.
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO, timeout=30)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
+        assert path.with_name(path.name + ".example").is_file(), path
     assert not ROUTING_KEY_SHAPE.search(COMPOSE.read_text())
-    # The real file is never committed: git ignores it, and only the example exists.
-    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/secrets/routing-keys.env"],
-                             cwd=REPO, timeout=30)
-    assert ignored.returncode == 0, "deploy/secrets/routing-keys.env is not git-ignored"
     assert read_env_file(SECRET_EXAMPLE) == {"PD_KEY_TRIAL": "REPLACE_ME"}
+    assert read_env_file(SECRETS / "secret-keys.env.example") == {
+        "MONITAO_PD_SECRET_KEYS": "REPLACE_ME"}
+    assert (SECRETS / "redis-password.example").read_text() == "REPLACE_ME\n"
+
+
+def test_redis_and_only_its_clients_share_a_network_with_no_way_out() -> None:
+    """The simulator (or anything else on the way out) cannot reach Redis: whoever did could
+    write the webhook inbox past the signature check."""
+    data = compose()
+    networks = {name: set(service["networks"]) for name, service in data["services"].items()}
+    assert networks["redis"] == {"redis"}
+    assert data["networks"]["redis"]["internal"] is True
+    for name, joined in networks.items():
+        shares = bool(joined & networks["redis"])
+        assert shares == (name in REDIS_CLIENTS | {"redis"}), name
+    assert not networks["simulator"] & networks["redis"]
+    # The workers reach PagerDuty (and the simulator) on a network with a way out.
+    assert networks["simulator"] <= networks["worker"] - {"redis"}
+
+
+def test_every_redis_client_is_given_the_password_by_its_entrypoint() -> None:
+    data = compose()
+    for name in REDIS_CLIENTS:
+        service = data["services"][name]
+        script = service["entrypoint"][2]
+        assert secrets_of(service)["redis_password"] == "redis_password"
+        assert f"$(cat {RUN_SECRETS}/redis_password)" in script, name
+        assert "MONITAO_PD_REDIS_URL=" in script and service["entrypoint"][3] == "monitao-pd"
+    for name in set(data["services"]) - REDIS_CLIENTS - {"redis"}:
+        assert "entrypoint" not in data["services"][name], name
+
+
+def fill_secrets(directory: Path, service: dict[str, Any], password: str) -> dict[str, str]:
+    """The secret files a service is given, in `directory` (standing in for /run/secrets),
+    made from the examples with fresh values; returns the values by variable."""
+    directory.mkdir(exist_ok=True)
+    values = {"PD_KEY_TRIAL": secrets.token_hex(16),
+              "MONITAO_PD_SECRET_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
+              "MONITAO_PD_FLOWER_USER": "monitao",
+              "MONITAO_PD_FLOWER_PASSWORD": secrets.token_urlsafe(16)}
+    for name, target in secrets_of(service).items():
+        if name == "redis_password":
+            (directory / target).write_text(password + "\n")
+            continue
+        path = DEPLOY / compose()["secrets"][name]["file"]
+        example = read_env_file(path.with_name(path.name + ".example"))
+        (directory / target).write_text("".join(f"{v}={values[v]}\n" for v in example))
+    return values
+
+
+def in_directory(text: str, directory: Path) -> str:
+    return text.replace(RUN_SECRETS, str(directory))
+
+
+def redis_argv(directory: Path) -> list[str]:
+    service = compose()["services"]["redis"]
+    entrypoint = service["entrypoint"]
+    return [*entrypoint[:2], in_directory(entrypoint[2], directory), *entrypoint[3:],
+            *service["command"]]
+
+
+def client_argv(name: str, directory: Path, port: int, *args: str) -> list[str]:
+    """The service's entrypoint, its secrets in `directory` and Redis at 127.0.0.1:port."""
+    entrypoint = compose()["services"][name]["entrypoint"]
+    script = in_directory(entrypoint[2], directory).replace("@redis:6379/", f"@127.0.0.1:{port}/")
+    return [*entrypoint[:2], script, entrypoint[3], *args]
+
+
+@pytest.mark.slow
+def test_redis_requires_the_password_and_keeps_it_off_its_command_line(tmp_path: Path) -> None:
+    password = secrets.token_hex(32)
+    run_secrets = tmp_path / "secrets"
+    fill_secrets(run_secrets, compose()["services"]["redis"], password)
+    with redis_started_by(redis_argv(run_secrets), tmp_path) as server:
+        anonymous = redis.Redis(port=server.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        wrong = redis.Redis(port=server.port, password="x" * 32)
+        with pytest.raises(redis.AuthenticationError):
+            wrong.ping()
+        wrong.close()
+        client = redis.Redis(port=server.port, password=password)
+        assert client.ping() is True
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        client.close()
+        assert "redis-server" in cmdline(server.pid) and password not in cmdline(server.pid)
+        # The healthcheck passes with the secret and fails on a Redis that refuses it.
+        health = compose()["services"]["redis"]["healthcheck"]["test"]
+        assert health[0] == "CMD-SHELL"
+        check = in_directory(health[1], run_secrets).replace(
+            "redis-cli", f"redis-cli -p {server.port}")
+        ok = subprocess.run(["/bin/sh", "-c", check], capture_output=True, timeout=30)
+        assert ok.returncode == 0, ok
+        (run_secrets / "redis_password").write_text("y" * 32)
+        refused = subprocess.run(["/bin/sh", "-c", check], capture_output=True, timeout=30)
+        assert refused.returncode != 0
+
+
+@pytest.mark.parametrize(("password", "reason"), [
+    ("REPLACE_ME", "at least 16 characters"),
+    ("", "at least 16 characters"),
+    ("a-password-with a space", "only letters, digits"),
+    ("a-password-with-a-@-sign", "only letters, digits"),
+    ("two-lines-of-password\nappendonly no", "only letters, digits"),
+])
+def test_redis_refuses_a_weak_or_unquotable_password(tmp_path: Path, password: str,
+                                                     reason: str) -> None:
+    """An empty or placeholder password, or one that would need quoting in the URL or the
+    configuration (or inject a line into it), stops Redis before it starts."""
+    run_secrets = tmp_path / "secrets"
+    fill_secrets(run_secrets, compose()["services"]["redis"], password)
+    done = subprocess.run(redis_argv(run_secrets), capture_output=True, text=True, timeout=30,
+                          env=script_environment())
+    assert done.returncode == 2
+    assert f"redis_password: {'use ' if 'only' in reason else ''}{reason}" in done.stderr
+    assert "Redis" not in done.stdout  # redis-server never started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REDIS_CLIENTS))
+def test_fleet_services_reach_redis_with_its_password(tmp_path: Path, name: str) -> None:
+    """The entrypoint of a Redis client, run with its secrets, reaches the Redis that the
+    redis service's script started, which refuses anyone without the password: `health` gets
+    past Redis (no worker answers here)."""
+    password = secrets.token_hex(32)
+    redis_secrets, client_secrets = tmp_path / "redis-secrets", tmp_path / "client-secrets"
+    fill_secrets(redis_secrets, compose()["services"]["redis"], password)
+    fill_secrets(client_secrets, compose()["services"][name], password)
+    with redis_started_by(redis_argv(redis_secrets), tmp_path) as server:
+        done = subprocess.run(client_argv(name, client_secrets, server.port, "health",
+                                          "--timeout", "1"),
+                              capture_output=True, text=True, timeout=60,
+                              env=script_environment())
+        output = done.stdout + done.stderr
+        assert "Redis answers, but no worker" in output, output
+        assert password not in output
+        if name == "worker":
+            # The worker's healthcheck, which runs beside the entrypoint, gets as far.
+            health = [in_directory(part, client_secrets).replace(
+                "@redis:6379/", f"@127.0.0.1:{server.port}/")
+                for part in compose()["services"]["worker"]["healthcheck"]["test"][1:]]
+            checked = subprocess.run([*health[:-1], "1"], capture_output=True, text=True,
+                                     timeout=60, env=script_environment())
+            assert "Redis answers, but no worker on this host" in checked.stdout + checked.stderr
 
 
 def test_config_and_build_paths_exist() -> None:
@@ -241,28 +430,46 @@ def test_config_and_build_paths_exist() -> None:
     assert data["services"]["worker"]["environment"]["MONITAO_PD_CONFIG"] == target
 
 
+@pytest.mark.slow
 def test_the_worker_entrypoint_loads_the_keys_into_the_process(tmp_path: Path) -> None:
     """The entrypoint script, run by /bin/sh as in the container, with `config check`."""
-    key = secrets.token_hex(16)
-    keys_file = tmp_path / "routing_keys"
-    keys_file.write_text(SECRET_EXAMPLE.read_text().replace("REPLACE_ME", key))
-    worker = compose()["services"]["worker"]
-    script = worker["entrypoint"][2].replace("/run/secrets/routing_keys", str(keys_file))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MONITAO_PD_") and not k.startswith("PD_KEY")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    password = secrets.token_hex(32)
+    redis_secrets, run_secrets = tmp_path / "redis-secrets", tmp_path / "secrets"
+    fill_secrets(redis_secrets, compose()["services"]["redis"], password)
+    values = fill_secrets(run_secrets, compose()["services"]["worker"], password)
+    key = values["PD_KEY_TRIAL"]
+    env = script_environment()
     env["MONITAO_PD_CONFIG"] = str(DEPLOY / compose()["configs"]["destinations"]["file"])
-    done = subprocess.run([*worker["entrypoint"][:2], script, worker["entrypoint"][3],
-                           "config", "check"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    with redis_started_by(redis_argv(redis_secrets), tmp_path) as server:
+        argv = client_argv("worker", run_secrets, server.port, "config", "check")
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "set, 32 characters, from $PD_KEY_TRIAL" in done.stdout
+        assert key not in done.stdout + done.stderr
+        # Without the secret the worker would not start: the same script fails.
+        (run_secrets / "routing-keys.env").unlink()
+        failed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert failed.returncode != 0
+
+
+@pytest.mark.parametrize("name", sorted(REDIS_CLIENTS))
+def test_the_entrypoint_loads_exactly_the_secrets_given(tmp_path: Path, name: str) -> None:
+    """What reaches the process: the worker gets the key ring and routing keys, not Flower's
+    password; Flower gets its credentials, not the key ring or a routing key."""
+    run_secrets = tmp_path / "secrets"
+    password = secrets.token_hex(32)
+    values = fill_secrets(run_secrets, compose()["services"][name], password)
+    # Nothing connects: the script prints the environment instead of running monitao-pd.
+    script = client_argv(name, run_secrets, 6390)[2].replace('exec monitao-pd "$@"', "env")
+    done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                          timeout=30, env=script_environment())
     assert done.returncode == 0, done.stderr
-    assert "set, 32 characters, from $PD_KEY_TRIAL" in done.stdout
-    assert key not in done.stdout + done.stderr
-    # Without the secret the worker would not start: the same script fails.
-    keys_file.unlink()
-    failed = subprocess.run([*worker["entrypoint"][:2], script, "monitao-pd", "config", "check"],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert failed.returncode != 0
+    environment = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert environment["MONITAO_PD_REDIS_URL"] == f"redis://:{password}@127.0.0.1:6390/0"
+    expected = {"worker": {"PD_KEY_TRIAL", "MONITAO_PD_SECRET_KEYS"},
+                "flower": {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"}}[name]
+    for variable, value in values.items():
+        assert (environment.get(variable) == value) == (variable in expected), variable
 
 
 @pytest.mark.parametrize("name", ["destinations.simulator.toml", "destinations.toml"])

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import DEPLOY, IMAGE_UID, REPO, ROUTING_KEY_SHAPE, parse_cli
+from tests.deploy.helpers import (
+    DEPLOY,
+    IMAGE_UID,
+    REPO,
+    ROUTING_KEY_SHAPE,
+    parse_cli,
+    secret_settings,
+)
 
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "docker" / "Dockerfile.dockerignore"
@@ -134,6 +141,12 @@ def test_entrypoint_and_healthcheck_use_monitao_pd() -> None:
 def test_no_secret_is_baked_in() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert not ROUTING_KEY_SHAPE.search(text)
+    # No secret setting (the Redis URL, the key ring, Flower's password...) is set in it.
+    for name in secret_settings():
+        assert name not in text, name
+    # The build context holds only the packages: deploy/ (and its secrets) never enters it.
+    allowed = [line for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
+    assert not any("deploy" in line or "secret" in line or ".env" in line for line in allowed)
     for keyword, rest in instructions():
         if keyword in ("ENV", "ARG"):
             for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", rest) or [rest.split("=")[0]]:

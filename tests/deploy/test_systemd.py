@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -14,8 +15,10 @@ from config.settings import load_settings
 from tests.deploy.helpers import (
     DEPLOY,
     LONGEST_TASK_SECONDS,
+    REPO,
     parse_cli,
     read_env_file,
+    secret_settings,
     settings_variables,
     split_command,
 )
@@ -24,6 +27,23 @@ SYSTEMD = DEPLOY / "systemd"
 BINARY = "/opt/monitao-pd/bin/monitao-pd"
 UNITS = ("monitao-pd-worker@.service", "monitao-pd-flower.service",
          "monitao-pd-health.service", "monitao-pd-health.timer")
+ETC = "/etc/monitao-pd"
+# An environment file per role: each unit reads the shared settings and its own role's
+# secrets, and no other role's. The examples sit beside the units (routing-keys.env is the
+# worker's NAME=KEY lines, named by the destinations file, so it has no example here).
+ENV_FILES = {
+    "monitao-pd-worker@.service": ["monitao-pd.env", "worker.env", "routing-keys.env"],
+    "monitao-pd-flower.service": ["monitao-pd.env", "flower.env"],
+    "monitao-pd-health.service": ["monitao-pd.env"],
+}
+ROLE_FILES = {"worker.env", "routing-keys.env", "flower.env"}
+EXAMPLES = ("monitao-pd.env.example", "worker.env.example", "flower.env.example")
+# The secret settings each example holds.
+SECRETS_IN = {
+    "monitao-pd.env.example": {"MONITAO_PD_REDIS_URL"},
+    "worker.env.example": {"MONITAO_PD_SECRET_KEYS"},
+    "flower.env.example": {"MONITAO_PD_FLOWER_PASSWORD"},
+}
 
 
 def unit(name: str) -> dict[str, dict[str, list[str]]]:
@@ -49,8 +69,7 @@ def one(values: dict[str, list[str]], key: str) -> str:
 
 
 def test_the_folder_holds_exactly_these_units() -> None:
-    assert sorted(p.name for p in SYSTEMD.iterdir()) == sorted(
-        [*UNITS, "monitao-pd.env.example"])
+    assert sorted(p.name for p in SYSTEMD.iterdir()) == sorted([*UNITS, *EXAMPLES])
 
 
 @pytest.mark.parametrize("name", ["monitao-pd-worker@.service", "monitao-pd-flower.service"])
@@ -74,8 +93,9 @@ def test_worker_unit() -> None:
     assert start[0] == BINARY
     context = parse_cli(start)
     assert context.info_name == "worker" and context.params["name"].endswith("@%H")
-    # Only the worker gets the routing keys.
+    # Only the worker gets the routing keys and the key ring.
     assert "/etc/monitao-pd/routing-keys.env" in service["EnvironmentFile"]
+    assert "/etc/monitao-pd/worker.env" in service["EnvironmentFile"]
     # Warm shutdown: SIGTERM, then enough time for the longest task.
     assert one(service, "KillSignal") == "SIGTERM"
     # Never give up restarting (a Redis outage outlasts any start limit).
@@ -98,8 +118,8 @@ def test_flower_unit_listens_on_localhost_with_auth() -> None:
     assert context.info_name == "flower"
     assert context.params["address"] == "127.0.0.1"
     assert context.params["no_auth_on_localhost"] is False
-    assert {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"} <= set(
-        read_env_file(SYSTEMD / "monitao-pd.env.example"))
+    assert {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"} == set(
+        read_env_file(SYSTEMD / "flower.env.example"))
 
 
 def test_health_timer_runs_the_health_check() -> None:
@@ -115,13 +135,61 @@ def test_health_timer_runs_the_health_check() -> None:
 
 
 def test_environment_file_example_holds_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = read_env_file(SYSTEMD / "monitao-pd.env.example")
+    values: dict[str, str] = {}
+    for example in EXAMPLES:
+        values |= read_env_file(SYSTEMD / example)
     assert set(values) <= settings_variables()
     for name, value in values.items():
-        monkeypatch.setenv(name, value)
+        if name not in secret_settings() - {"MONITAO_PD_REDIS_URL"}:
+            monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.visibility_timeout > LONGEST_TASK_SECONDS
-    assert values["MONITAO_PD_FLOWER_PASSWORD"] == "REPLACE_ME"
+    assert urlsplit(settings.redis_url).password == "REPLACE_ME"
+
+
+@pytest.mark.parametrize("name", sorted(ENV_FILES))
+def test_each_unit_reads_the_shared_settings_and_its_own_roles_secrets(name: str) -> None:
+    """The split env files: Flower's password never reaches a worker, nor the key ring or a
+    routing key Flower; the other roles' files are not even readable from the process."""
+    service = unit(name)["Service"]
+    assert service["EnvironmentFile"] == [f"{ETC}/{f}" for f in ENV_FILES[name]]
+    hidden = {path.lstrip("-") for line in service.get("InaccessiblePaths", [])
+              for path in line.split()}
+    assert hidden == {f"{ETC}/{f}" for f in ROLE_FILES - set(ENV_FILES[name])}, name
+
+
+def test_every_secret_setting_is_in_the_file_of_the_role_that_needs_it() -> None:
+    for example, expected in SECRETS_IN.items():
+        values = read_env_file(SYSTEMD / example)
+        assert set(values) & secret_settings() == expected, example
+        for variable in expected:
+            assert "REPLACE_ME" in values[variable], variable
+    # What each unit's process ends up with, loading the examples as systemd does.
+    environment = {}
+    for name, files in ENV_FILES.items():
+        environment[name] = set().union(*(
+            read_env_file(SYSTEMD / f"{f}.example") for f in files
+            if (SYSTEMD / f"{f}.example").exists()))
+    assert "MONITAO_PD_FLOWER_PASSWORD" not in environment["monitao-pd-worker@.service"]
+    assert "MONITAO_PD_SECRET_KEYS" in environment["monitao-pd-worker@.service"]
+    assert "MONITAO_PD_SECRET_KEYS" not in environment["monitao-pd-flower.service"]
+    assert environment["monitao-pd-health.service"] & secret_settings() == {
+        "MONITAO_PD_REDIS_URL"}
+
+
+@pytest.mark.parametrize("name", [*EXAMPLES, "routing-keys.env"])
+def test_each_env_file_says_where_it_goes_with_mode_0640(name: str) -> None:
+    """Every file holds a secret (the shared one the Redis password): root:monitao-pd 0640,
+    and the README's systemd section installs it so."""
+    file = name.removesuffix(".example")
+    if name != file:
+        header = (SYSTEMD / name).read_text().splitlines()[0]
+        assert header.startswith(f"# {ETC}/{file} (root:monitao-pd, mode 0640)"), header
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n### systemd\n")[1]
+    section = section.split("\n### ")[0]
+    installed = [line for line in section.splitlines()
+                 if line.startswith("install -m 0640 -o root -g monitao-pd ")]
+    assert any(f"{ETC}/{file}" in line for line in installed), file
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
