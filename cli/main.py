@@ -3,7 +3,7 @@
 `main(args)` returns an exit status: 0 success, 1 some input was refused, 2 a usage or
 configuration error, an unreachable Redis, or an unknown id. Expected errors are printed
 as one clear message per problem, never a traceback; a value from outside in a message is
-shown with its control characters escaped.
+shown with its control characters escaped, and so is every log record of the process.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from cli.status_command import status
 from cli.test_destination_command import test_destination
 from cli.webhooks_command import webhooks
 from config.errors import ConfigurationError, MonitaoPDError
+from config.logs import escape_log_records
 from config.text import printable
 
 
@@ -50,6 +51,7 @@ for command in (
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status instead of exiting."""
+    escape_log_records()
     try:
         result = cli.main(args=list(args) if args is not None else None, prog_name="monitao-pd",
                           standalone_mode=False)

@@ -12,11 +12,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery, Task, bootsteps
+from celery import Celery, Task, bootsteps, signals
 
 from config import defaults
 from config.connections import celery_broker_options
 from config.destinations import Destination
+from config.logs import escape_log_records
 from config.settings import Settings
 from worker.broker import reuse_channel_clients
 from worker.context import FleetContext
@@ -118,6 +119,12 @@ class AckWakerStep(bootsteps.StartStopStep):
 
 def _noop() -> None:
     pass
+
+
+@signals.worker_init.connect(weak=False)
+def _escape_worker_log_records(**_: Any) -> None:
+    # `celery -A worker.app worker` does not go through the CLI, which installs it too.
+    escape_log_records()
 
 
 def create_app(
