@@ -1,4 +1,10 @@
-"""Posting a body to the Events API and classifying what came back."""
+"""Posting a body to the Events API and classifying what came back.
+
+The texts of an `Outcome` are kept (event record, timeline, dead letters) and shown (logs,
+`dlq`, `timeline`, `test-destination`), so they are made safe where they are built: the
+routing key sent (echoed by an endpoint, in any letter case), anything else shaped like a
+routing key and any URL password are masked before the text is cut to its length.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from config.text import mask_routing_keys
+
 Kind = Literal["delivered", "retry", "permanent"]
 
 MAX_ERROR_TEXT = 500
+# How much of one text from the endpoint is looked at: bounds the work an answer can cause.
+MAX_SCANNED_TEXT = 64 * 1024
 USER_AGENT = "monitao-pagerduty/0.1"
 BASE_HEADERS = (("User-Agent", USER_AGENT),)
 JSON_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
@@ -22,7 +32,7 @@ JSON_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt achieved, without any part of the request body."""
+    """What one attempt achieved, without any part of the request body or any routing key."""
 
     kind: Kind
     http_status: int | None
@@ -73,11 +83,13 @@ class ClientPoster:
 def post_event(poster: Poster | httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
     """POST `body` as JSON to `url` and classify the answer; network failures are retryable.
 
-    Error texts never include the body (it holds the routing key) and hide URL passwords.
+    Error texts never include the body; the body's routing key, key-shaped tokens and URL
+    passwords are masked in whatever the endpoint answered.
     """
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
                          allow_nan=False).encode()  # as httpx encodes `json=`
-    return _post(poster, url, content, JSON_HEADERS)
+    key = body.get("routing_key")
+    return _post(poster, url, content, JSON_HEADERS, (key,) if isinstance(key, str) else ())
 
 
 def post_raw(poster: Poster | httpx.Client, url: str, content: bytes,
@@ -87,7 +99,7 @@ def post_raw(poster: Poster | httpx.Client, url: str, content: bytes,
 
 
 def _post(poster: Poster | httpx.Client, url: str, content: bytes,
-          headers: Sequence[tuple[str, str]]) -> Outcome:
+          headers: Sequence[tuple[str, str]], keys: Sequence[str] = ()) -> Outcome:
     if isinstance(poster, httpx.Client):
         poster = ClientPoster(poster)
     started = time.perf_counter()
@@ -96,17 +108,30 @@ def _post(poster: Poster | httpx.Client, url: str, content: bytes,
     except httpx.TimeoutException as exc:
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
     except httpx.HTTPError as exc:
-        reason = _scrub(f"{exc.__class__.__name__}: {exc}", url)
-        return Outcome("retry", None, _ms(started), reason[:MAX_ERROR_TEXT])
+        reason = _safe_text(f"{exc.__class__.__name__}: {exc}", url, keys)
+        return Outcome("retry", None, _ms(started), reason)
     latency = _ms(started)
     kind = classify(status)
     data = _json_object(answer)
     if kind == "delivered":
-        return Outcome(kind, status, latency, dedup_key=data.get("dedup_key"))
+        return Outcome(kind, status, latency, dedup_key=_dedup_key(data.get("dedup_key"), keys))
     message = str(data.get("message") or data.get("status") or "")
-    errors = _error_list(data.get("errors"))
+    errors = [_safe_text(e, url, keys) for e in _error_list(data.get("errors"))]
     error = f"HTTP {status}" + (f": {message}" if message else "")
-    return Outcome(kind, status, latency, error[:MAX_ERROR_TEXT], errors)
+    return Outcome(kind, status, latency, _safe_text(error, url, keys), errors)
+
+
+def _safe_text(text: str, url: str, keys: Sequence[str]) -> str:
+    """Text from the endpoint or the network, fit to keep and show: URL passwords, the
+    routing keys and key-shaped tokens masked (before it is cut, so no part of one shows)."""
+    # Masking leaves more than a quarter of a text, so a key cut in two by the first cut
+    # lies far past the second one and is never shown.
+    return mask_routing_keys(_scrub(text[:MAX_SCANNED_TEXT], url), keys)[:MAX_ERROR_TEXT]
+
+
+def _dedup_key(value: object, keys: Sequence[str]) -> str | None:
+    """PagerDuty's dedup_key (often 32 hex digits, so only the routing key itself masked)."""
+    return mask_routing_keys(value, keys, key_shaped=False) if isinstance(value, str) else None
 
 
 def _json_object(answer: bytes) -> dict[str, Any]:
@@ -122,7 +147,7 @@ def _error_list(value: object) -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
-    return [str(e)[:MAX_ERROR_TEXT] for e in items if e is not None]
+    return [str(e) for e in items if e is not None]
 
 
 def _scrub(text: str, url: str) -> str:
