@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
+from config.settings import url_secrets
 from config.text import mask_routing_keys
 
 Kind = Literal["delivered", "retry", "permanent"]
@@ -151,12 +152,11 @@ def _error_list(value: object) -> list[str]:
 
 
 def _scrub(text: str, url: str) -> str:
-    """`text` without the URL's password, in whatever form (case, quoting) it appears."""
-    password = urlsplit(url).password
-    if not password:
-        return text
-    for form in {password, quote(password, safe=""), unquote(password)}:
-        text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+    """`text` without the URL's passwords (user part, `?token=`...), in whatever form (case,
+    quoting) they appear."""
+    for secret in url_secrets(url):
+        for form in {secret, quote(secret, safe="")}:
+            text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
     return text
 
 

@@ -236,6 +236,19 @@ def test_routing_key_never_in_outcome(
     assert_no_key(outcome)  # ...and is nowhere in what the attempt reports
 
 
+def test_url_query_secret_hidden_in_network_error(
+    client_for: Callable[[Handler], httpx.Client],
+) -> None:
+    url = "https://pd-proxy.internal/v2/enqueue?token=t0k%2Fsecret&region=eu"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url} (token t0k/secret)",
+                                 request=request)
+
+    outcome = post_event(client_for(handler), url, BODY)
+    assert "t0k" not in outcome.error and "region=eu" in outcome.error
+
+
 @pytest.mark.parametrize(
     "url",
     [
