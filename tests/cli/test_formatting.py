@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
+import pytest
+
 from cli.formatting import (
     dead_letter_detail,
     dead_letter_table,
@@ -15,6 +18,7 @@ from cli.formatting import (
     timeline_summary,
     timeline_table,
 )
+from cli.main import main
 
 HOSTILE = "Jane\x1b[2J\x1b[H\n2030-01-01  delivered  trigger  forged\u202e\x9b"
 SHOWN = "Jane\\x1b[2J\\x1b[H\\n2030-01-01  delivered  trigger  forged\\u202e\\x9b"
@@ -93,3 +97,25 @@ def test_summary_dead_letters_replay_and_status() -> None:
         "verdict": "x\ny",
     }
     assert_safe(status_screen(status), 11)
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output as a terminal gets it: click strips ANSI sequences only from other streams."""
+    monkeypatch.setattr(click.utils, "should_strip_ansi", lambda *_: False)
+
+
+@pytest.mark.parametrize("command", [["health", "--timeout", "0.5"], ["timeline", "x"],
+                                     ["dlq", "list"], ["config", "check"]], ids=" ".join)
+def test_error_messages_show_values_from_outside_escaped(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    terminal: None,
+) -> None:
+    """A hostname or a file name with an escape sequence in it, quoted by an error."""
+    monkeypatch.setenv("MONITAO_PD_REDIS_URL", "redis://no-such\x1bc\x07-host.invalid:6379/0")
+    monkeypatch.setenv("MONITAO_PD_CONFIG", "/nonexistent/\x1bc\nforged.toml")
+    assert main(command) != 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "\x1b" not in text and "\x07" not in text and "Traceback" not in text
+    assert "\\x1bc" in text and len(text.splitlines()) <= 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import click
 import httpx
 import pytest
 
@@ -21,10 +22,16 @@ HOSTILE_AGENT = f"Jane\x1b[2J\x1b[H\n{FORGED_ROW}\u202e"
 SHOWN_AGENT = f"Jane\\x1b[2J\\x1b[H\\n{FORGED_ROW}\\u202e"
 
 
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output as a terminal gets it: click strips ANSI sequences only from other streams."""
+    monkeypatch.setattr(click.utils, "should_strip_ansi", lambda *_: False)
+
+
 def test_an_escape_sequence_in_agent_summary_reaches_neither_terminal_nor_log(
         fleet: Fleet, sim: Simulator, receiver: WebhookService,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, terminal: None) -> None:
     escape_log_records()  # as every fleet process does (`monitao-pd ...`, a Celery worker)
     caplog.set_level(logging.INFO)
     sim.set_webhook(receiver.url, SECRET_A)
