@@ -27,6 +27,7 @@ from kombu.utils import json as kombu_json
 from redis.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
 from cli import health_command
+from config import defaults
 from config.connections import redacted_broker_info, redis_client, sentinel_broker_url
 from config.destinations import Destination
 from config.embedded_redis import free_port, redis_server_binary
@@ -355,8 +356,8 @@ INSPECTED = ("stats", "conf", "report", "active_queues", "registered", "schedule
 
 @pytest.fixture
 def protected_sentinel(servers: list[subprocess.Popen[bytes]], tmp_path: Path) -> str:
-    """A master and a Sentinel, both with a password; the fleet's sentinel:// URL (its
-    first element names a Sentinel that is down, so the URL has two elements)."""
+    """A master and a Sentinel, both with a password; the fleet's sentinel:// URL (a
+    second element names a Sentinel that is down: Celery lists both as `alternates`)."""
     binary = redis_server_binary()
     master_port, sentinel_port = free_port(), free_port()
     _start([binary, "--port", str(master_port), "--bind", "127.0.0.1", "--save", "",
@@ -378,8 +379,8 @@ def protected_sentinel(servers: list[subprocess.Popen[bytes]], tmp_path: Path) -
 
     _start([binary, str(conf), "--sentinel"], sentinel_knows_master, "sentinel",
            tmp_path / "sentinel.log", servers)
-    return (f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{free_port()}/0;"
-            f"sentinel://127.0.0.1:{sentinel_port}")
+    return (f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{sentinel_port}/0;"
+            f"sentinel://127.0.0.1:{free_port()}")
 
 
 @pytest.mark.slow
@@ -434,6 +435,8 @@ def test_no_password_in_any_inspect_reply_or_flower_page(
                 assert answer.status_code == 200, (path, answer.text[:300])
                 pages.append(answer.text)
             assert "transport_options" in pages[1]  # the worker page shows the broker
+            # Flower reached the broker through the Sentinel with the hidden password
+            assert f'<tr id="{defaults.QUEUE_NAME}">' in pages[3]
             for page in pages:
                 assert MASTER_PASSWORD not in page and SENTINEL_PASSWORD not in page
     finally:
