@@ -331,6 +331,13 @@ def _unsplit(url: str, parts: SplitResult, netloc: str, query: str) -> str:
     return text + (f"#{parts.fragment}" if parts.fragment else "")
 
 
+def _redact_parameter(item: str) -> str:
+    name, equals, value = item.partition("=")
+    if equals and value and SECRET_QUERY_NAME.search(unquote(name)):
+        return f"{name}={REDACTED}"
+    return item
+
+
 def url_secrets(url: str) -> list[str]:
     """The passwords `redact_url` hides in `url`, as written and decoded (to hide them in
     texts that quote the URL, such as an HTTP client's error)."""
@@ -347,13 +354,6 @@ def url_secrets(url: str) -> list[str]:
             if equals and value and SECRET_QUERY_NAME.search(unquote(name)):
                 found.append(value)
     return [form for secret in found for form in dict.fromkeys((secret, unquote(secret)))]
-
-
-def _redact_parameter(item: str) -> str:
-    name, equals, value = item.partition("=")
-    if equals and value and SECRET_QUERY_NAME.search(unquote(name)):
-        return f"{name}={REDACTED}"
-    return item
 
 
 # What redis-py reads from the query as well as from the user part; kombu (the broker) reads
@@ -387,11 +387,11 @@ def _credentials_in_user_part(url: str) -> str:
         return url
     given = {"username": parts.username, "password": parts.password}
     for name, values in found.items():
-        if given[name] is not None:
+        if given[name]:
             values.add(unquote(given[name] or ""))
         if len(values) > 1:
             raise ValueError(f"{redact_url(url)!r} gives the {name} twice, with different "
-                             f"values (in the user part and as ?{name}=): give it once")
+                             "values: give it once")
     username = next(iter(found["username"]), None)
     password = next(iter(found["password"]), None)
     user = ""
