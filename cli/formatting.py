@@ -1,4 +1,9 @@
-"""Plain-text tables and summaries for the terminal."""
+"""Plain-text tables and summaries for the terminal.
+
+Every value shown comes through `config.text.printable`: a control character in a stored
+or received value (an escape sequence, a newline) is shown escaped, so it can neither act
+on the terminal nor start a row of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from config.text import printable
+
 TIMELINE_COLUMNS = (
     ("ts", "time"), ("stage", "stage"), ("action", "action"), ("event_id", "event"),
     ("destination", "destination"), ("detail", "detail"),
 )
 
 
-def table(rows: Iterable[Sequence[str]], headers: Sequence[str]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    rows = [list(map(str, row)) for row in rows]
+def table(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
+    """Left-aligned columns separated by two spaces, each cell one line of printable text."""
+    rows = [[printable(cell) for cell in row] for row in rows]
+    headers = [printable(h) for h in headers]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -110,6 +118,10 @@ def _states(states: Mapping[str, int]) -> str:
 
 def timeline_summary(summary: Mapping[str, Any]) -> str:
     """The derived figures of an incident's timeline, a few lines."""
+    return "\n".join(printable(line) for line in _summary_lines(summary))
+
+
+def _summary_lines(summary: Mapping[str, Any]) -> list[str]:
     lines = [
         f"incident {summary['incident_id']}: {summary['entries']} entries, "
         f"{summary['events']} event(s): {_states(summary['states'])}",
@@ -124,7 +136,7 @@ def timeline_summary(summary: Mapping[str, Any]) -> str:
                 f"  {key['destination']}/{key['dedup_key']}: {key['attempts']} attempts, "
                 f"first accepted after {duration(key['enqueue_to_first_delivery_ms'])}, "
                 f"trigger to resolve {duration(key['trigger_to_resolve_ms'])}")
-    return "\n".join(lines)
+    return lines
 
 
 def dead_letter_table(letters: Iterable[Mapping[str, Any]]) -> str:
@@ -142,12 +154,12 @@ def dead_letter_table(letters: Iterable[Mapping[str, Any]]) -> str:
 
 def reason_counts(counts: Mapping[str, int]) -> str:
     """`rejected 10, expired 2`."""
-    return ", ".join(f"{reason} {n}" for reason, n in counts.items()) or "none"
+    return printable(", ".join(f"{reason} {n}" for reason, n in counts.items()) or "none")
 
 
 def dead_letter_detail(letter: Mapping[str, Any]) -> str:
     """`dlq show` as text: the record, PagerDuty's errors, the masked body, each attempt."""
-    lines = [
+    record = [
         f"event        {letter['event_id']}",
         f"state        {letter['state']}  (reason: {letter['reason']})",
         f"destination  {letter['destination']}",
@@ -161,13 +173,17 @@ def dead_letter_detail(letter: Mapping[str, Any]) -> str:
         "PagerDuty's errors:",
         *([f"  - {e}" for e in letter["errors"]] or ["  (none)"]),
         *([f"origin       {letter['origin']}"] if letter.get("origin") else []),
-        *(["raw (as received; key-shaped tokens masked):", _indent(letter["raw"])]
+        *(["raw (as received; key-shaped tokens masked):", f"  {letter['raw']}"]
           if letter.get("raw") is not None else []),
+    ]
+    # The blocks below are JSON (control characters already escaped) and a table.
+    lines = [
+        *(printable(line) for line in record),
         "",
         "event:",
         _indent(json.dumps(letter["event"], indent=2, sort_keys=True)),
         "",
-        f"body ({letter['body_note']}):",
+        printable(f"body ({letter['body_note']}):"),
         _indent(json.dumps(letter["body"], indent=2) if letter["body"] is not None else "-"),
         "",
         "history:",
@@ -238,8 +254,8 @@ def status_screen(status: Mapping[str, Any]) -> str:
         ("circuits", circuits),
     ]
     width = max(len(label) for label, _ in rows)
-    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+    lines = [f"{label.ljust(width)}  {printable(value)}" for label, value in rows]
     verdict = status["verdict"]
     lines.append("")
-    lines.append(("OK: " if status["healthy"] else "ALERT: ") + verdict)
+    lines.append(("OK: " if status["healthy"] else "ALERT: ") + printable(verdict))
     return "\n".join(lines)

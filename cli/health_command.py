@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError
 from config.connections import redact_urls, redis_client
 from config.errors import RedisUnavailableError
 from config.settings import Settings, load_settings
+from config.text import printable
 
 DEFAULT_TIMEOUT = 3.0
 # With --wait, how long to pause between two checks.
@@ -41,7 +42,7 @@ def health(local: bool, timeout: float, wait: float) -> int:
     while not healthy and time.monotonic() < deadline:
         time.sleep(min(WAIT_INTERVAL, max(0.0, deadline - time.monotonic())))
         healthy, message = check(settings, local=local, timeout=timeout)
-    click.echo(f"{'ok' if healthy else 'unhealthy'}: {message}", err=not healthy)
+    click.echo(f"{'ok' if healthy else 'unhealthy'}: {printable(message)}", err=not healthy)
     return 0 if healthy else 1
 
 

@@ -2,7 +2,8 @@
 
 `main(args)` returns an exit status: 0 success, 1 some input was refused, 2 a usage or
 configuration error, an unreachable Redis, or an unknown id. Expected errors are printed
-as one clear message per problem, never a traceback.
+as one clear message per problem, never a traceback; a value from outside in a message is
+shown with its control characters escaped, and so is every log record of the process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from cli.status_command import status
 from cli.test_destination_command import test_destination
 from cli.webhooks_command import webhooks
 from config.errors import ConfigurationError, MonitaoPDError
+from config.logs import escape_log_records
+from config.text import printable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +51,7 @@ for command in (
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status instead of exiting."""
+    escape_log_records()
     try:
         result = cli.main(args=list(args) if args is not None else None, prog_name="monitao-pd",
                           standalone_mode=False)
@@ -55,15 +59,16 @@ def main(args: Sequence[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
+        exc.message = printable(exc.message)
         exc.show()
         return 2
     except ConfigurationError as exc:
         click.echo("error: invalid configuration", err=True)
         for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
+            click.echo(f"  {printable(problem)}", err=True)
         return 2
     except MonitaoPDError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {printable(exc)}", err=True)
         return 2
     return result if isinstance(result, int) else 0
 

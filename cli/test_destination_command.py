@@ -22,6 +22,7 @@ from config import defaults
 from config.destinations import Destination
 from config.errors import ConfigurationError, NotFoundError
 from config.settings import Settings, load_settings
+from config.text import printable
 from worker import timeline
 
 TEST_MONITOR = "monitao-pd-test"
@@ -69,6 +70,10 @@ def outcome(action: str, event_id: str, fields: dict[str, str],
 
 
 def describe(result: dict[str, Any]) -> str:
+    return printable(_describe(result))
+
+
+def _describe(result: dict[str, Any]) -> str:
     from cli.formatting import duration
 
     head = f"{result['action']:<8} {result['event_id'][:12]}  "

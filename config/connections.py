@@ -8,15 +8,24 @@ Three kinds of URL work for both the state Redis and the broker:
 - `sentinel://h1:26379;sentinel://h2:26379/0` — Redis Sentinel (Celery's form), with the
   master name in `MONITAO_PD_REDIS_SENTINEL_MASTER`; TLS to Sentinels and master with
   `MONITAO_PD_REDIS_SENTINEL_TLS=true`.
+
+Celery shows what it was given: a worker's `inspect stats` reply (and so Flower's worker
+pages) carries the broker connection's options and URLs. The Sentinel password is therefore
+given as a `HiddenPassword`, which shows as `********` wherever it is printed or serialised,
+and `redacted_broker_info` hides every password left in what a worker reports.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import redis
+from pydantic import SecretStr
+from redis.credentials import CredentialProvider
 from redis.sentinel import Sentinel
 
 from config.errors import ConfigurationError, RedisUnavailableError
@@ -140,13 +149,67 @@ def celery_broker_options(settings: Settings) -> dict[str, Any]:
             result["broker_use_ssl"] = celery_tls
             sentinel_kwargs.update(ssl=True, **celery_tls)
         if settings.redis_sentinel_password is not None:
-            # Celery masks any setting whose name contains PASS when it shows its config.
-            sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+            # Not a `password` string: Celery shows transport options in `inspect stats`.
+            sentinel_kwargs["credential_provider"] = HiddenPassword(
+                settings.redis_sentinel_password)
         transport["sentinel_kwargs"] = sentinel_kwargs
         result["broker_transport_options"] = transport
     elif url.startswith("rediss://"):
         result["broker_use_ssl"] = celery_tls
     return result
+
+
+HIDDEN = "********"
+
+
+class HiddenPassword(CredentialProvider):
+    """A password for redis-py (`credential_provider=`) that never shows: its repr and its
+    JSON (kombu's encoder of control replies) are `********`."""
+
+    def __init__(self, password: SecretStr) -> None:
+        self._password = password
+
+    def get_credentials(self) -> tuple[str]:
+        return (self._password.get_secret_value(),)
+
+    async def get_credentials_async(self) -> tuple[str]:
+        return self.get_credentials()
+
+    def __repr__(self) -> str:
+        return f"HiddenPassword({HIDDEN})"
+
+    def __json__(self) -> str:
+        return HIDDEN
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HiddenPassword) and other._password == self._password
+
+    def __hash__(self) -> int:
+        return hash(self._password)
+
+
+# Option names whose value is a secret, in what a worker reports about its broker connection.
+SECRET_OPTION = re.compile(r"pass|secret|token|credential|auth", re.IGNORECASE)
+
+
+def redacted_broker_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """kombu's connection info (the `broker` of `celery inspect stats`, which Flower shows)
+    with its passwords hidden: the connection's own (dropped, as Celery does), any option
+    named like a secret at any depth (`sentinel_kwargs.password`, a credential provider),
+    and the password of every URL (`alternates` holds the Sentinel URL as configured)."""
+    return {name: _redacted(name, value) for name, value in info.items() if name != "password"}
+
+
+def _redacted(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _redacted(str(key), item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(name, item) for item in value]
+    if value not in (None, "") and SECRET_OPTION.search(name):
+        return HIDDEN
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
 
 
 def sentinel_broker_url(target: SentinelURL) -> str:
@@ -168,8 +231,8 @@ def sentinel_broker_url(target: SentinelURL) -> str:
 
 
 def redact_urls(url: str) -> str:
-    """`redact_url` for each element of a `;`-joined URL (Sentinel)."""
-    return ";".join(redact_url(part) for part in url.split(";"))
+    """`redact_url`, which hides the passwords of each element of a `;`-joined URL too."""
+    return redact_url(url)
 
 
 def ping(client: redis.Redis, url: str) -> None:

@@ -6,10 +6,11 @@ imported inside MoniTao's own processes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
             return tuple(v for v in value
                          if (v.get_secret_value() if isinstance(v, SecretStr) else str(v)).strip())
         return value
+
+    @field_validator("redis_url", "broker_url")
+    @classmethod
+    def _credentials_in_user_part(cls, value: str | None) -> str | None:
+        return credentials_in_user_part(value) if value is not None else None
 
     @field_validator("key_prefix")
     @classmethod
@@ -222,6 +228,8 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> lis
         name = f"{env_prefix}{loc.upper()}" if env_prefix and loc else (loc or "settings")
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
+        if isinstance(value, str) and loc.endswith("url"):
+            value = redact_url(value)
         shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return lines
@@ -284,11 +292,119 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
+# Query parameters whose value is a secret (redis-py reads `?password=`), hidden by redact_url.
+SECRET_QUERY_NAME = re.compile(r"pass|pwd|secret|token|auth|credential", re.IGNORECASE)
+SECRET_PARAMETER = re.compile(r"([?&][^=&#]*(?:pass|pwd|secret|token|auth|credential)[^=&#]*=)"
+                              r"[^&#]+", re.IGNORECASE)
+REDACTED = "***"
+ELEMENT_SEPARATOR = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with every password replaced, fit for logs and error messages: the user
+    part's, a secret query parameter's (`?password=`), in each element of a `;`-joined
+    (Sentinel) URL, and in a URL too malformed to parse."""
+    return ";".join(_redact_one(part) for part in _elements(url))
+
+
+def _elements(url: str) -> list[str]:
+    """The URLs of a `;`-joined URL; a `;` inside a password is no separator."""
+    return ELEMENT_SEPARATOR.split(url)
+
+
+def _redact_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: hide what looks like a password
+        url = re.sub(r"(//[^/?#@]*?:)[^/?#@]*@", rf"\1{REDACTED}@", url)
+        return SECRET_PARAMETER.sub(rf"\1{REDACTED}", url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rpartition("@")[2]
+        user = f"{parts.username}:{REDACTED}@" if parts.username else f":{REDACTED}@"
+        netloc = user + host
+    query = "&".join(_redact_parameter(item) for item in parts.query.split("&"))
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return _unsplit(url, parts, netloc, query)
+
+
+def _unsplit(url: str, parts: SplitResult, netloc: str, query: str) -> str:
+    """`url` with another user part and query; unlike `urlunsplit`, an empty host keeps
+    its `//` (`unix:///path`)."""
+    text = f"{parts.scheme}://" if url.startswith(f"{parts.scheme}://") else (
+        f"{parts.scheme}:" if parts.scheme else "")
+    text += netloc + parts.path
+    text += f"?{query}" if query else ""
+    return text + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def _redact_parameter(item: str) -> str:
+    name, equals, value = item.partition("=")
+    if equals and value and SECRET_QUERY_NAME.search(unquote(name)):
+        return f"{name}={REDACTED}"
+    return item
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords `redact_url` hides in `url`, as written and decoded (to hide them in
+    texts that quote the URL, such as an HTTP client's error)."""
+    found = []
+    for part in _elements(url):
+        try:
+            parts = urlsplit(part)
+        except ValueError:
+            continue
+        if parts.password:
+            found.append(parts.password)
+        for item in parts.query.split("&"):
+            name, equals, value = item.partition("=")
+            if equals and value and SECRET_QUERY_NAME.search(unquote(name)):
+                found.append(value)
+    return [form for secret in found for form in dict.fromkeys((secret, unquote(secret)))]
+
+
+# What redis-py reads from the query as well as from the user part; kombu (the broker) reads
+# only the user part, and a `?password=` made it fail ("multiple values for 'password'").
+CREDENTIAL_PARAMETERS = ("username", "password")
+
+
+def credentials_in_user_part(url: str) -> str:
+    """`url` with `?username=` and `?password=` moved into its user part
+    (`redis://user:password@host`), where both redis-py and Celery's broker read them;
+    each element of a `;`-joined URL alike. Raises `ValueError` (URL redacted) when a
+    credential is given twice with different values."""
+    return ";".join(_credentials_in_user_part(part) for part in _elements(url))
+
+
+def _credentials_in_user_part(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url  # refused later, where the URL is used, with the reason
+    found: dict[str, set[str]] = {name: set() for name in CREDENTIAL_PARAMETERS}
+    kept = []
+    for item in parts.query.split("&") if parts.query else []:
+        name, _, value = item.partition("=")
+        if unquote(name) in found:
+            if value:
+                found[unquote(name)].add(unquote(value))
+        else:
+            kept.append(item)
+    if len(kept) == len(parts.query.split("&")) or not parts.query:
+        return url
+    given = {"username": parts.username, "password": parts.password}
+    for name, values in found.items():
+        if given[name]:
+            values.add(unquote(given[name] or ""))
+        if len(values) > 1:
+            raise ValueError(f"{redact_url(url)!r} gives the {name} twice, with different "
+                             "values: give it once")
+    username = next(iter(found["username"]), None)
+    password = next(iter(found["password"]), None)
+    user = ""
+    if username is not None or password is not None:
+        user = quote(username or "", safe="")
+        user += f":{quote(password, safe='')}" if password is not None else ""
+        user += "@"
+    return _unsplit(url, parts, user + parts.netloc.rpartition("@")[2], "&".join(kept))

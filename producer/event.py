@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.errors import InvalidEventError
+from config.text import printable
 
 Action = Literal["trigger", "acknowledge", "resolve"]
 
@@ -107,7 +108,7 @@ def describe_event_errors(exc: ValidationError) -> list[str]:
     """One `field: reason (got value)` line per problem."""
     problems = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "event"
+        field = printable(".".join(str(part) for part in error["loc"])) or "event"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"

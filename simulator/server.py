@@ -35,6 +35,8 @@ THROTTLE_BODY = {
 }
 SERVER_ERROR_BODY = {"status": "error", "message": "internal server error"}
 OPEN = ("triggered", "acknowledged")
+# In a string of the `error_body` fault, replaced by the routing key the request carried.
+ROUTING_KEY_PLACEHOLDER = "{routing_key}"
 RESPONDER_ACTIONS = ("/acknowledge", "/resolve")
 
 
@@ -57,6 +59,10 @@ class Faults:
     stall_next: int = 0
     stall_rate: float = 0.0
     stall_ms: float = 0.0
+    # The body of the forced answers above (force_status, fail_next, error_rate) instead of
+    # the usual one: an endpoint's own error text. `{routing_key}` in any of its strings is
+    # replaced by the routing key received, as an endpoint that echoes it would answer.
+    error_body: dict[str, Any] | None = None
 
 
 _FAULT_NAMES = tuple(field.name for field in dataclasses.fields(Faults))
@@ -66,8 +72,12 @@ def _check_fault(name: str, value: Any) -> Any:
     """Return ``value`` normalised for fault ``name``, or raise ValueError naming the problem."""
     if name not in _FAULT_NAMES:
         raise ValueError(f"unknown fault field '{name}'")
-    if value is None and name in ("rate_limit", "force_status"):
+    if value is None and name in ("rate_limit", "force_status", "error_body"):
         return None
+    if name == "error_body":
+        if not isinstance(value, dict):
+            raise ValueError(f"'{name}' must be a JSON object or null")
+        return copy.deepcopy(value)
     if name == "drop_connections":
         if not isinstance(value, bool):
             raise ValueError(f"'{name}' must be a boolean")
@@ -89,7 +99,11 @@ def _check_fault(name: str, value: Any) -> Any:
     return value
 
 
-def _fault_body(status: int) -> dict[str, Any]:
+def _fault_body(status: int, error_body: dict[str, Any] | None = None,
+                routing_key: object = None) -> dict[str, Any]:
+    if error_body is not None:
+        key = routing_key if isinstance(routing_key, str) else ""
+        return _echo(error_body, key)  # type: ignore[no-any-return]
     if status == 429:
         return dict(THROTTLE_BODY)
     if status >= 500:
@@ -101,6 +115,17 @@ def _fault_body(status: int) -> dict[str, Any]:
             "errors": ["status 400 forced by the simulator"],
         }
     return {"status": "forced", "message": f"status {status} forced by the simulator"}
+
+
+def _echo(value: Any, routing_key: str) -> Any:
+    """`value` with the routing key in place of each `{routing_key}`."""
+    if isinstance(value, str):
+        return value.replace(ROUTING_KEY_PLACEHOLDER, routing_key)
+    if isinstance(value, list):
+        return [_echo(item, routing_key) for item in value]
+    if isinstance(value, dict):
+        return {name: _echo(item, routing_key) for name, item in value.items()}
+    return value
 
 
 def _identify(fields: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -180,12 +205,15 @@ class _State:
             if faults.drop_connections:
                 answer = None
             elif faults.force_status is not None:
-                answer = (faults.force_status, _fault_body(faults.force_status))
+                answer = (faults.force_status, _fault_body(
+                    faults.force_status, faults.error_body, fields.get("routing_key")))
             elif faults.fail_next > 0:
                 faults.fail_next -= 1
-                answer = (faults.error_status, _fault_body(faults.error_status))
+                answer = (faults.error_status, _fault_body(
+                    faults.error_status, faults.error_body, fields.get("routing_key")))
             elif faults.error_rate > 0 and self.rng.random() < faults.error_rate:
-                answer = (faults.error_status, _fault_body(faults.error_status))
+                answer = (faults.error_status, _fault_body(
+                    faults.error_status, faults.error_body, fields.get("routing_key")))
             elif event is None or digest is None:
                 answer = (400, (rejection or unrecognized()).body())
             elif not self._admit(digest, faults.rate_limit):

@@ -22,6 +22,7 @@ import uvicorn
 from config import defaults
 from config.connections import redis_client
 from config.errors import ConfigurationError
+from config.logs import configure_logging
 from config.settings import Settings
 from webhooks.processor import Processor
 from webhooks.protocol import BoundedH11Protocol
@@ -160,6 +161,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Serve in the foreground (uvicorn handles Ctrl-C and SIGTERM) with the processor in
     a thread; return when stopped."""
     check_settings(settings)
+    configure_logging(settings.log_level)
     client = redis_client(settings)
     processor = Processor(client, settings)
     processor.ensure_group()

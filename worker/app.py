@@ -12,11 +12,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery, Task, bootsteps
+from celery import Celery, Task, bootsteps, signals
 
 from config import defaults
-from config.connections import celery_broker_options
+from config.connections import celery_broker_options, redacted_broker_info
 from config.destinations import Destination
+from config.logs import escape_log_records
 from config.settings import Settings
 from worker.broker import reuse_channel_clients
 from worker.context import FleetContext
@@ -120,6 +121,25 @@ def _noop() -> None:
     pass
 
 
+class BrokerInfoStep(bootsteps.StartStopStep):
+    """Reports the broker connection in `inspect stats` (and so in Flower) with every
+    password hidden: Celery's own report drops the connection's password but shows the
+    transport options and the Sentinel URLs as configured. Its `broker` replaces Celery's."""
+
+    requires = {"celery.worker.consumer.connection:Connection"}
+
+    def info(self, consumer: Any) -> dict[str, Any]:
+        if consumer.connection is None:
+            return {"broker": "N/A"}
+        return {"broker": redacted_broker_info(consumer.connection.info())}
+
+
+@signals.worker_init.connect(weak=False)
+def _escape_worker_log_records(**_: Any) -> None:
+    # `celery -A worker.app worker` does not go through the CLI, which installs it too.
+    escape_log_records()
+
+
 def create_app(
     settings: Settings | None = None,
     destinations: Mapping[str, Destination] | None = None,
@@ -140,6 +160,7 @@ def create_app(
         app.add_defaults(lambda: celery_config(fleet.settings))
     app.steps["worker"].add(DispatcherStep)
     app.steps["consumer"].add(AckWakerStep)
+    app.steps["consumer"].add(BrokerInfoStep)
     from worker.metrics import MetricsStep  # the exporter, when metrics_port is set
 
     app.steps["worker"].add(MetricsStep)

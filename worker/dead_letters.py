@@ -10,7 +10,6 @@ never one whose replay is on its way.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,11 +25,10 @@ from config.errors import NotFoundError
 from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, split_slot
 from config.settings import Settings
+from config.text import MASK, mask_routing_keys, printable
 from worker import timeline
 
 PAGE = 200
-# What `dlq show` prints in place of the routing key: fixed, so not even its length shows.
-MASK = "********"
 
 # KEYS: 1 event, 2 dead_letters, 3 timeline
 # ARGV: 1 event_id, 2 new state, 3 event_ttl_ms, 4 timeline_retention_ms, 5 timeline_ttl_ms,
@@ -220,17 +218,14 @@ def show(
     }
 
 
-# Anything shaped like a routing key (32 letters and digits, some of them digits): a
-# malformed message is shown as it came, but never with something that may be a secret.
-KEY_SHAPED = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z]*[0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])")
 RAW_SHOWN = 4096
 
 
 def shown_raw(raw: str) -> str:
-    """A malformed record's raw bytes fit for a terminal: undecodable bytes as `\\xNN`,
-    key-shaped tokens masked, at most `RAW_SHOWN` characters."""
-    text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    text = KEY_SHAPED.sub(MASK, text)
+    """A malformed record's raw bytes fit for a terminal: key-shaped tokens masked, then
+    control characters and undecodable bytes escaped (`\\x1b`, `\\xff`), at most
+    `RAW_SHOWN` characters."""
+    text = printable(mask_routing_keys(raw))
     return text if len(text) <= RAW_SHOWN else text[:RAW_SHOWN] + f"... ({len(text)} chars)"
 
 

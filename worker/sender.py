@@ -1,4 +1,10 @@
-"""Posting a body to the Events API and classifying what came back."""
+"""Posting a body to the Events API and classifying what came back.
+
+The texts of an `Outcome` are kept (event record, timeline, dead letters) and shown (logs,
+`dlq`, `timeline`, `test-destination`), so they are made safe where they are built: the
+routing key sent (echoed by an endpoint, in any letter case), anything else shaped like a
+routing key and any URL password are masked before the text is cut to its length.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx
+
+from config.settings import url_secrets
+from config.text import mask_routing_keys
 
 Kind = Literal["delivered", "retry", "permanent"]
 
@@ -18,6 +27,8 @@ MAX_ERROR_TEXT = 500
 # Gateway answers: a proxy in front of PagerDuty may have passed the request on before it
 # failed, so PagerDuty may have processed it.
 GATEWAY_STATUSES = (502, 504)
+# How much of one text from the endpoint is looked at: bounds the work an answer can cause.
+MAX_SCANNED_TEXT = 64 * 1024
 USER_AGENT = "monitao-pagerduty/0.1"
 BASE_HEADERS = (("User-Agent", USER_AGENT),)
 JSON_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
@@ -25,7 +36,7 @@ JSON_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt achieved, without any part of the request body."""
+    """What one attempt achieved, without any part of the request body or any routing key."""
 
     kind: Kind
     http_status: int | None
@@ -109,8 +120,8 @@ def open_connection(poster: Poster | httpx.Client, url: str) -> Outcome | None:
     except httpx.TimeoutException as exc:
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}")
     except httpx.HTTPError as exc:
-        reason = _scrub(f"{exc.__class__.__name__}: {exc}", url)
-        return Outcome("retry", None, _ms(started), reason[:MAX_ERROR_TEXT])
+        reason = _safe_text(f"{exc.__class__.__name__}: {exc}", url, ())
+        return Outcome("retry", None, _ms(started), reason)
     return None
 
 
@@ -118,11 +129,14 @@ def post_event(poster: Poster | httpx.Client, url: str, body: dict[str, Any], *,
                deadline: float | None = None) -> Outcome:
     """POST `body` as JSON to `url` and classify the answer; network failures are retryable.
 
-    Error texts never include the body (it holds the routing key) and hide URL passwords.
+    Error texts never include the body; the body's routing key, key-shaped tokens and URL
+    passwords are masked in whatever the endpoint answered.
     """
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
                          allow_nan=False).encode()  # as httpx encodes `json=`
-    return _post(poster, url, content, JSON_HEADERS, deadline)
+    key = body.get("routing_key")
+    return _post(poster, url, content, JSON_HEADERS, deadline,
+                 (key,) if isinstance(key, str) else ())
 
 
 def post_raw(poster: Poster | httpx.Client, url: str, content: bytes,
@@ -132,7 +146,8 @@ def post_raw(poster: Poster | httpx.Client, url: str, content: bytes,
 
 
 def _post(poster: Poster | httpx.Client, url: str, content: bytes,
-          headers: Sequence[tuple[str, str]], deadline: float | None) -> Outcome:
+          headers: Sequence[tuple[str, str]], deadline: float | None,
+          keys: Sequence[str] = ()) -> Outcome:
     if isinstance(poster, httpx.Client):
         poster = ClientPoster(poster)
     started = time.perf_counter()
@@ -146,19 +161,32 @@ def _post(poster: Poster | httpx.Client, url: str, content: bytes,
         return Outcome("retry", None, _ms(started), f"timeout: {exc.__class__.__name__}",
                        ambiguous=isinstance(exc, ANSWER_LOST))
     except httpx.HTTPError as exc:
-        reason = _scrub(f"{exc.__class__.__name__}: {exc}", url)
-        return Outcome("retry", None, _ms(started), reason[:MAX_ERROR_TEXT],
+        reason = _safe_text(f"{exc.__class__.__name__}: {exc}", url, keys)
+        return Outcome("retry", None, _ms(started), reason,
                        ambiguous=isinstance(exc, ANSWER_LOST))
     latency = _ms(started)
     kind = classify(status)
     data = _json_object(answer)
     if kind == "delivered":
-        return Outcome(kind, status, latency, dedup_key=data.get("dedup_key"))
+        return Outcome(kind, status, latency, dedup_key=_dedup_key(data.get("dedup_key"), keys))
     message = str(data.get("message") or data.get("status") or "")
-    errors = _error_list(data.get("errors"))
+    errors = [_safe_text(e, url, keys) for e in _error_list(data.get("errors"))]
     error = f"HTTP {status}" + (f": {message}" if message else "")
-    return Outcome(kind, status, latency, error[:MAX_ERROR_TEXT], errors,
+    return Outcome(kind, status, latency, _safe_text(error, url, keys), errors,
                    ambiguous=status in GATEWAY_STATUSES)
+
+
+def _safe_text(text: str, url: str, keys: Sequence[str]) -> str:
+    """Text from the endpoint or the network, fit to keep and show: URL passwords, the
+    routing keys and key-shaped tokens masked (before it is cut, so no part of one shows)."""
+    # Masking leaves more than a quarter of a text, so a key cut in two by the first cut
+    # lies far past the second one and is never shown.
+    return mask_routing_keys(_scrub(text[:MAX_SCANNED_TEXT], url), keys)[:MAX_ERROR_TEXT]
+
+
+def _dedup_key(value: object, keys: Sequence[str]) -> str | None:
+    """PagerDuty's dedup_key (often 32 hex digits, so only the routing key itself masked)."""
+    return mask_routing_keys(value, keys, key_shaped=False) if isinstance(value, str) else None
 
 
 def _json_object(answer: bytes) -> dict[str, Any]:
@@ -174,16 +202,15 @@ def _error_list(value: object) -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
-    return [str(e)[:MAX_ERROR_TEXT] for e in items if e is not None]
+    return [str(e) for e in items if e is not None]
 
 
 def _scrub(text: str, url: str) -> str:
-    """`text` without the URL's password, in whatever form (case, quoting) it appears."""
-    password = urlsplit(url).password
-    if not password:
-        return text
-    for form in {password, quote(password, safe=""), unquote(password)}:
-        text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+    """`text` without the URL's passwords (user part, `?token=`...), in whatever form (case,
+    quoting) they appear."""
+    for secret in url_secrets(url):
+        for form in {secret, quote(secret, safe="")}:
+            text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
     return text
 
 

@@ -7,22 +7,28 @@ delivery end to end: producer, broker, worker, state.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from celery.app.utils import filter_hidden_settings
 from celery.contrib.testing.worker import start_worker
 from kombu import Connection
+from kombu.utils import json as kombu_json
 from redis.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
 from cli import health_command
-from config.connections import redis_client, sentinel_broker_url
+from config import defaults
+from config.connections import redacted_broker_info, redis_client, sentinel_broker_url
 from config.destinations import Destination
 from config.embedded_redis import free_port, redis_server_binary
 from config.errors import ConfigurationError, RedisUnavailableError
@@ -195,13 +201,38 @@ def test_sentinel_broker_options_and_nothing_secret_shown(tls_files: dict[str, P
     assert options["master_name"] == "monitao"
     assert options["global_keyprefix"] == settings.key_prefix
     assert options["visibility_timeout"] == settings.visibility_timeout
-    assert options["sentinel_kwargs"]["password"] == "sentinel-pw"
+    provider = options["sentinel_kwargs"]["credential_provider"]
+    assert provider.get_credentials() == ("sentinel-pw",)
+    assert "password" not in options["sentinel_kwargs"]
     assert options["sentinel_kwargs"]["ssl"] is True
     assert options["sentinel_kwargs"]["ssl_ca_certs"] == str(tls_files["ca"])
     assert config["broker_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
-    # What Flower's config tab and `celery report` show: neither password.
-    shown = repr(filter_hidden_settings(config))
-    assert "master-pw" not in shown and "sentinel-pw" not in shown
+    # What Flower's config tab and `celery report` show, and the options as printed or
+    # as a worker's JSON reply carries them: neither password.
+    for shown in (repr(filter_hidden_settings(config)), repr(config),
+                  kombu_json.dumps(options)):
+        assert "sentinel-pw" not in shown
+    assert "master-pw" not in repr(filter_hidden_settings(config))
+
+
+def test_redacted_broker_info_hides_every_password_it_carries() -> None:
+    info = {
+        "hostname": "127.0.0.1", "userid": "app", "password": "master-pw", "port": 26379,
+        "transport_options": {"master_name": "m", "global_keyprefix": "p:",
+                              "sentinel_kwargs": {"password": "s-pw", "socket_timeout": 1.0,
+                                                  "credential_provider": object()},
+                              "ssl": {"ssl_keyfile": "/etc/key.pem"}},
+        "alternates": ["sentinel://app:master-pw@h1:1/0", "sentinel://h2:2?password=x"],
+        "credential_provider": None, "login_method": "",
+    }
+    shown = redacted_broker_info(info)
+    assert "password" not in shown and "master-pw" not in repr(shown)
+    assert shown["transport_options"]["sentinel_kwargs"] == {
+        "password": "********", "socket_timeout": 1.0, "credential_provider": "********"}
+    assert shown["alternates"] == ["sentinel://app:***@h1:1/0", "sentinel://h2:2?password=***"]
+    assert shown["transport_options"]["ssl"] == {"ssl_keyfile": "/etc/key.pem"}
+    assert (shown["credential_provider"], shown["login_method"]) == (None, "")
+    assert shown["transport_options"]["global_keyprefix"] == "p:"
 
 
 def test_a_sentinel_url_string_without_settings_is_a_clear_error() -> None:
@@ -315,6 +346,108 @@ def test_a_delivery_through_redis_sentinel(
     # The broker's queue lives on the master too, under the prefix.
     keys = redis.Redis(port=master_port, decode_responses=True).keys(f"{prefix}*")
     assert f"{prefix}_kombu.binding.deliver" in keys
+
+
+MASTER_PASSWORD, SENTINEL_PASSWORD = "master-Pw-4417", "sentinel-Pw-9023"
+# What Flower asks every worker (flower/inspector.py), and `report`.
+INSPECTED = ("stats", "conf", "report", "active_queues", "registered", "scheduled", "active",
+             "reserved", "revoked", "ping")
+
+
+@pytest.fixture
+def protected_sentinel(servers: list[subprocess.Popen[bytes]], tmp_path: Path) -> str:
+    """A master and a Sentinel, both with a password; the fleet's sentinel:// URL (a
+    second element names a Sentinel that is down: Celery lists both as `alternates`)."""
+    binary = redis_server_binary()
+    master_port, sentinel_port = free_port(), free_port()
+    _start([binary, "--port", str(master_port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--requirepass", MASTER_PASSWORD],
+           lambda: redis.Redis(port=master_port, password=MASTER_PASSWORD,
+                               socket_timeout=1).ping(),
+           "redis master", tmp_path / "master.log", servers)
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor monitao 127.0.0.1 {master_port} 1\n"
+                    f"sentinel auth-pass monitao {MASTER_PASSWORD}\n"
+                    f"requirepass {SENTINEL_PASSWORD}\n")
+
+    def sentinel_knows_master() -> bool:
+        answer = redis.Redis(port=sentinel_port, password=SENTINEL_PASSWORD,
+                             socket_timeout=1).execute_command(
+            "SENTINEL", "get-master-addr-by-name", "monitao")
+        return bool(answer) and int(answer[1]) == master_port
+
+    _start([binary, str(conf), "--sentinel"], sentinel_knows_master, "sentinel",
+           tmp_path / "sentinel.log", servers)
+    return (f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{sentinel_port}/0;"
+            f"sentinel://127.0.0.1:{free_port()}")
+
+
+@pytest.mark.slow
+def test_no_password_in_any_inspect_reply_or_flower_page(
+    protected_sentinel: str, prefix: str, destinations: dict[str, Destination],
+    tmp_path: Path,
+) -> None:
+    sentinel = {"redis_url": protected_sentinel, "redis_sentinel_master": "monitao",
+                "redis_sentinel_password": SENTINEL_PASSWORD, "key_prefix": prefix}
+    settings = load_settings(**sentinel, **FAST)
+    app = create_app(settings, destinations)
+    app.conf.worker_hijack_root_logger = False
+    flower_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
+    env.update({f"MONITAO_PD_{k.upper()}": v for k, v in sentinel.items()},
+               MONITAO_PD_FLOWER_USER="oncall", MONITAO_PD_FLOWER_PASSWORD="flower-pw-1")
+    flower = None
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                          loglevel="WARNING", shutdown_timeout=30) as worker:
+            inspect = app.control.inspect(timeout=5, destination=[worker.hostname])
+            replies = {name: getattr(inspect, name)() for name in INSPECTED}
+            assert all(replies.values()), replies  # every command was answered
+            text = kombu_json.dumps(replies)
+            assert MASTER_PASSWORD not in text and SENTINEL_PASSWORD not in text
+            broker = replies["stats"][worker.hostname]["broker"]
+            assert broker["transport_options"]["sentinel_kwargs"]["credential_provider"] == (
+                "********")
+            assert broker["alternates"][0].startswith("sentinel://:***@127.0.0.1:")
+
+            log = (tmp_path / "flower.log").open("wb")
+            flower = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "flower", f"--port={flower_port}"],
+                cwd=Path(__file__).resolve().parents[2], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            base, auth = f"http://127.0.0.1:{flower_port}", ("oncall", "flower-pw-1")
+
+            def workers_page() -> str | None:
+                assert flower is not None and flower.poll() is None, (
+                    (tmp_path / "flower.log").read_text())
+                try:
+                    answer = httpx.get(f"{base}/api/workers?refresh=1", auth=auth, timeout=10)
+                except httpx.TransportError:
+                    return None
+                return answer.text if worker.hostname in answer.text else None
+
+            pages = [wait_until(workers_page, 60, 0.2, "Flower to list the worker")]
+            for path in (f"/worker/{worker.hostname}", f"/api/workers?workername="
+                         f"{worker.hostname}", "/broker", "/workers"):
+                answer = httpx.get(f"{base}{path}", auth=auth, timeout=10)
+                assert answer.status_code == 200, (path, answer.text[:300])
+                pages.append(answer.text)
+            assert "transport_options" in pages[1]  # the worker page shows the broker
+            # Flower reached the broker through the Sentinel with the hidden password
+            assert f'<tr id="{defaults.QUEUE_NAME}">' in pages[3]
+            for page in pages:
+                assert MASTER_PASSWORD not in page and SENTINEL_PASSWORD not in page
+    finally:
+        if flower is not None:
+            os.killpg(flower.pid, signal.SIGTERM)
+            try:
+                flower.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(flower.pid, signal.SIGKILL)
+                flower.wait(timeout=10)
+        app.fleet.close()
 
 
 def _openssl(*args: str, cwd: Path) -> None:

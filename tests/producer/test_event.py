@@ -120,6 +120,12 @@ def test_unknown_field_says_so() -> None:
     assert refused(trigger(colour="red")) == ["colour: unknown field (got 'red')"]
 
 
+def test_a_field_name_with_control_characters_is_named_escaped() -> None:
+    """The problem lines are printed by `send` and returned to MoniTao: one line each."""
+    assert refused(trigger(**{"\x1b[2Jcolour\nforged": "red\n"})) == [
+        "\\x1b[2Jcolour\\nforged: unknown field (got 'red\\n')"]
+
+
 def test_trigger_without_summary_message() -> None:
     (problem,) = refused(trigger(summary=...))
     assert problem.startswith("summary: ")

@@ -410,6 +410,26 @@ def test_force_status_answers_every_request(client: httpx.Client, sim: Simulator
     assert len(sim.received()) == 1
 
 
+def test_error_body_answers_forced_errors_echoing_the_routing_key(
+    client: httpx.Client, sim: Simulator
+):
+    sim.set_faults(force_status=400, error_body={
+        "message": "Invalid key {routing_key}\nsecond line",
+        "errors": ["key '{routing_key}' unknown", {"key": "{routing_key}"}, 7]})
+    answer = post(client, trigger())
+    assert answer.status_code == 400
+    assert answer.json() == {"message": f"Invalid key {KEY}\nsecond line",
+                             "errors": [f"key '{KEY}' unknown", {"key": KEY}, 7]}
+    garbage = client.post("/v2/enqueue", content=b"garbage").json()
+    assert garbage["message"] == "Invalid key \nsecond line"  # no key was sent
+    sim.set_faults(force_status=None, fail_next=1, error_status=503)
+    assert post(client, trigger()).json()["errors"][0] == f"key '{KEY}' unknown"
+    sim.set_faults(error_body=None)
+    assert post(client, trigger()).status_code == 202
+    with pytest.raises(ValueError, match="error_body"):
+        sim.set_faults(error_body=["not", "an object"])
+
+
 def test_drop_connections_closes_without_answer(client: httpx.Client, sim: Simulator):
     sim.set_faults(drop_connections=True)
     with pytest.raises(httpx.TransportError):

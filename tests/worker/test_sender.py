@@ -236,6 +236,19 @@ def test_routing_key_never_in_outcome(
     assert_no_key(outcome)  # ...and is nowhere in what the attempt reports
 
 
+def test_url_query_secret_hidden_in_network_error(
+    client_for: Callable[[Handler], httpx.Client],
+) -> None:
+    url = "https://pd-proxy.internal/v2/enqueue?token=t0k%2Fsecret&region=eu"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url} (token t0k/secret)",
+                                 request=request)
+
+    outcome = post_event(client_for(handler), url, BODY)
+    assert "t0k" not in outcome.error and "region=eu" in outcome.error
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -293,3 +306,54 @@ def test_odd_errors_field_still_gives_an_outcome(
     assert outcome.http_status == status
     if status != 202:
         assert outcome.errors == [str(errors)]
+
+
+# --- what the endpoint echoes ----------------------------------------------------------------
+
+REAL_KEY = "Ab3dEfGh1jKlMn0pQrStUvWxYz123456"
+REAL_BODY = {**BODY, "routing_key": REAL_KEY}
+OTHER_KEY = "0123456789abcdefABCDEF0123456789"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [REAL_KEY, REAL_KEY.lower(), REAL_KEY.upper(), f"routing_key={REAL_KEY}x", OTHER_KEY],
+    ids=["as-sent", "lower-case", "upper-case", "inside-a-word", "another-key-shaped-token"],
+)
+def test_a_routing_key_echoed_in_a_400_is_masked_at_the_source(
+    client_for: Callable[[Handler], httpx.Client], echo: str
+) -> None:
+    answer = {"status": "invalid event", "message": f"Invalid routing key {echo}: not found",
+              "errors": [f"routing_key '{echo}' is unknown", {"routing_key": echo}]}
+    outcome = post_event(client_for(respond(400, answer)), URL, REAL_BODY)
+    assert outcome.kind == "permanent"
+    texts = [outcome.error, *outcome.errors, repr(outcome)]
+    for text in texts:
+        assert echo not in text and REAL_KEY.lower() not in text.lower()
+    assert outcome.error.startswith("HTTP 400: Invalid routing key ")
+    assert "********" in outcome.error and all("********" in e for e in outcome.errors)
+
+
+def test_a_key_across_the_length_limit_shows_no_part_of_it(
+    client_for: Callable[[Handler], httpx.Client],
+) -> None:
+    # unmasked and cut at MAX_ERROR_TEXT, the last 20 characters shown would be the key's
+    message = "m " * 230 + "y" * 20 + " " + REAL_KEY + " tail"
+    outcome = post_event(client_for(respond(400, {"message": message})), URL, REAL_BODY)
+    assert REAL_KEY[:12] not in outcome.error and "********" in outcome.error
+    many = " ".join([OTHER_KEY] * 3000) + " " + REAL_KEY
+    outcome = post_event(client_for(respond(400, {"message": many, "errors": [many]})), URL,
+                         REAL_BODY)
+    assert len(outcome.error) <= MAX_ERROR_TEXT
+    assert REAL_KEY[:6] not in outcome.error + "".join(outcome.errors)
+
+
+def test_a_dedup_key_that_echoes_the_routing_key_is_masked_but_not_a_hex_one(
+    client_for: Callable[[Handler], httpx.Client],
+) -> None:
+    hex_key = "9f1c2e3d4b5a69788796a5b4c3d2e1f0"  # what PagerDuty makes when none is sent
+    outcome = post_event(client_for(respond(202, {"dedup_key": hex_key})), URL, REAL_BODY)
+    assert outcome.dedup_key == hex_key
+    outcome = post_event(client_for(respond(202, {"dedup_key": f"k-{REAL_KEY}"})), URL,
+                         REAL_BODY)
+    assert outcome.dedup_key == "k-********"
