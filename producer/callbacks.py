@@ -9,6 +9,7 @@ replay. The PagerDuty event id makes it idempotent: a webhook delivered twice is
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import redis
@@ -39,6 +40,6 @@ def enqueue_state_change(
         keys=[keys.event(event_id), keys.mailbox(slot), keys.schedule,
               keys.timeline(incident_id)],
         args=[event_id, slot, json.dumps(change, separators=(",", ":")), 0, retention_ms,
-              retention_ms, json.dumps(entry), action, incident_id],
+              retention_ms, json.dumps(entry), action, incident_id, os.urandom(12).hex()],
     )
     return None if result == DUPLICATE else event_id

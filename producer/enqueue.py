@@ -35,15 +35,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'event', ARGV[3], 'state', 'pending', 'slot', ARGV[2],
+           'attempts', 0, 'enqueued_at', now, 'action', ARGV[8], 'incident_id', ARGV[9],
+           'enqueued_by', ARGV[10])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[4], 'MINID', '~', tostring(now - tonumber(ARGV[5])), '*',
            unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[4], ARGV[6])
 local reply = 2
 if redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[4]), ARGV[2]) == 1 then reply = 1 end
-redis.call('HSET', KEYS[1], 'event', ARGV[3], 'state', 'pending', 'slot', ARGV[2],
-           'attempts', 0, 'enqueued_at', now, 'action', ARGV[8], 'incident_id', ARGV[9],
-           'enqueued_by', ARGV[10], 'enqueue_reply', reply)
+redis.call('HSET', KEYS[1], 'enqueue_reply', reply)
 return reply
 """
 
