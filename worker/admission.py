@@ -82,21 +82,29 @@ local function gate(K, A)
   local budget = tonumber(A[5])
   redis.call('ZREMRANGEBYSCORE', K[8], '-inf', now - window_ms)
   local free = budget - redis.call('ZCARD', K[8])
-  local mine = redis.call('ZSCORE', K[9], slot)
-  -- An older waiter keeps its place while it is due within the horizon: its turn is within
-  -- a window, or its task is queued or running (the schedule then holds it for a claim or
-  -- a lease, which may be longer than a window). One due later than that is stalled
-  -- (backing off, held by maintenance) and must not hold the budget for everyone else.
+  -- How many waiters are ahead is a rank in the room (O(log N)), so the room holds only
+  -- live waiters. An older waiter is live while it is due within the horizon: its turn is
+  -- within a window, or its task is queued or running (the schedule then holds it for a
+  -- claim or a lease, which may be longer than a window). One due later than that is
+  -- stalled (backing off, held by maintenance), or gone from the schedule, and must not
+  -- hold the budget for everyone else: it leaves the room as it reaches the front (a few
+  -- per call, so a call stays bounded; one further back only makes younger waiters wait
+  -- longer, never go first). It comes back with the same score, the age of its oldest
+  -- event, and so to the same place.
   local horizon = now + math.max(window_ms, tonumber(A[12]), tonumber(A[7]))
-  local ahead = 0
-  for _, waiter in ipairs(redis.call('ZRANGE', K[9], 0, 199)) do
-    if waiter == slot then break end
-    local due = redis.call('ZSCORE', K[2], waiter)
-    if not due then
-      redis.call('ZREM', K[9], waiter)
-    elseif tonumber(due) <= horizon then
-      ahead = ahead + 1
-    end
+  for _ = 1, 8 do
+    local front = redis.call('ZRANGE', K[9], 0, 0)[1]
+    if not front or front == slot then break end
+    local due = redis.call('ZSCORE', K[2], front)
+    if due and tonumber(due) <= horizon then break end
+    redis.call('ZREM', K[9], front)
+  end
+  local mine = redis.call('ZSCORE', K[9], slot)
+  local ahead
+  if mine then
+    ahead = redis.call('ZRANK', K[9], slot)
+  else
+    ahead = redis.call('ZCOUNT', K[9], '-inf', '(' .. A[4])
   end
   if ahead < free then
     local member = now .. ':' .. A[3]
