@@ -98,8 +98,14 @@ class Keyspace:
         return f"{self.prefix}circuit:{endpoint}"
 
     def circuit_waiting(self, endpoint: str) -> str:
-        """Set: slots to wake when the endpoint's circuit closes."""
+        """Set with a TTL: slots to wake when the endpoint's circuit closes."""
         return f"{self.prefix}circuit-wait:{endpoint}"
+
+    @property
+    def circuit_waking(self) -> str:
+        """Set with a TTL: the endpoints whose circuit closed with slots still waiting on it,
+        woken batch by batch by the dispatchers."""
+        return f"{self.prefix}circuit-waking"
 
     def circuit_probe(self, endpoint: str) -> str:
         """String with a TTL: the token of the one request probing an open circuit."""
