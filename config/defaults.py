@@ -91,6 +91,12 @@ TEST_DESTINATION_TIMEOUT_SECONDS = 60.0
 # Workers re-read maintenance windows added at run time this often: a window takes effect
 # within a second without a Redis round trip per event.
 MAINTENANCE_CACHE_SECONDS = 1.0
+# Changes of run-time windows kept in the change log workers follow; a worker that falls
+# further behind (asleep, partitioned) re-reads which destinations have windows instead.
+MAINTENANCE_CHANGES_KEPT = 10_000
+# A worker keeps the run-time windows of this many recently seen destinations in memory
+# (a few MB), reading another destination's when one of its events needs them.
+MAINTENANCE_CACHED_DESTINATIONS = 10_000
 
 # State changes from PagerDuty's webhooks go back to MoniTao as deliveries of this
 # destination; '@' cannot appear in a configured destination's name, so it never clashes.
