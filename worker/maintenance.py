@@ -142,15 +142,17 @@ return found
 
 def _change_window(client: redis.Redis, keys: Keyspace, window_id: str, stored: str,
                    destination: str) -> tuple[int, int]:
-    change = client.register_script(CHANGE_WINDOW)
-    changed, woken = change(
-        keys=[keys.maintenance, keys.maintenance_held(window_id), keys.schedule,
-              keys.maintenance_destinations, keys.maintenance_version,
-              keys.maintenance_changes],
+    changed, woken = client.register_script(CHANGE_WINDOW)(
+        keys=_change_keys(keys, window_id),
         args=[window_id, stored, destination, keys.maintenance_of(""),
               defaults.MAINTENANCE_CHANGES_KEPT],
     )
     return int(changed), int(woken)
+
+
+def _change_keys(keys: Keyspace, window_id: str) -> list[str]:
+    return [keys.maintenance, keys.maintenance_held(window_id), keys.schedule,
+            keys.maintenance_destinations, keys.maintenance_version, keys.maintenance_changes]
 
 
 def add_window(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow) -> int:
@@ -158,6 +160,21 @@ def add_window(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow) -
     replaced window held, now woken to be looked at under the new one."""
     return _change_window(client, keys, window.id, window.model_dump_json(),
                           window.destination)[1]
+
+
+def add_windows(client: redis.Redis, keys: Keyspace, windows: Iterable[MaintenanceWindow],
+                *, per_round_trip: int = 1000) -> None:
+    """Store many run-time windows, `per_round_trip` scripts per round trip (each one
+    `add_window`, so each is atomic on its own)."""
+    change = client.register_script(CHANGE_WINDOW)
+    pipe = client.pipeline(transaction=False)
+    for count, window in enumerate(windows, start=1):
+        change(keys=_change_keys(keys, window.id),
+               args=[window.id, window.model_dump_json(), window.destination,
+                     keys.maintenance_of(""), defaults.MAINTENANCE_CHANGES_KEPT], client=pipe)
+        if count % per_round_trip == 0:
+            pipe.execute()
+    pipe.execute()
 
 
 def remove_window(client: redis.Redis, keys: Keyspace, window_id: str) -> int | None:

@@ -16,7 +16,7 @@ import redis
 
 from config.keyspace import Keyspace
 from config.maintenance import MaintenanceWindow
-from worker.maintenance import MaintenanceView, add_window, remove_window
+from worker.maintenance import MaintenanceView, add_window, add_windows, remove_window
 
 OTHERS = 1_000
 
@@ -185,3 +185,16 @@ def test_a_store_with_only_windows_from_before_the_index_is_indexed_by_a_worker(
     view = MaintenanceView(redis_conn, keys, [], cache_seconds=0)
     assert view.has_windows("prod")
     assert view.governing("prod", "1", now_ms()).window.id == "old"
+
+
+def test_windows_stored_in_bulk_are_indexed_like_single_ones(
+    redis_conn: redis.Redis, prefix: str
+) -> None:
+    keys = Keyspace(prefix)
+    add_windows(redis_conn, keys, [window(f"bulk{n}", f"b{n % 3}") for n in range(7)],
+                per_round_trip=2)
+    assert redis_conn.smembers(keys.maintenance_of("b1")) == {"bulk1", "bulk4"}
+    view = MaintenanceView(redis_conn, keys, [], cache_seconds=0)
+    assert view.governing("b2", "1", now_ms()).window.id in {"bulk2", "bulk5"}
+    assert remove_window(redis_conn, keys, "bulk0") == 0
+    assert redis_conn.smembers(keys.maintenance_of("b0")) == {"bulk3", "bulk6"}
