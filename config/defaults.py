@@ -66,10 +66,14 @@ CIRCUIT_THRESHOLD = 10
 # notices PagerDuty is back within half a minute (measured: bench/outage.py).
 CIRCUIT_OPEN_SECONDS = 5.0
 CIRCUIT_MAX_OPEN_SECONDS = 30.0
-# A closing circuit wakes the incidents that waited on it this many at a time, each batch
-# one script of about 4 ms of Redis (bench --scale), so Redis keeps answering everyone else;
-# the dispatchers wake the rest batch after batch: 100,000 within about a second.
-CIRCUIT_WAKE_BATCH = 1000
+# A closing circuit wakes the incidents that waited on it this many at a time: one batch
+# is one script of a few ms (5-15 µs a slot, bench --scale), under Redis's 10 ms slow-log
+# mark, so Redis keeps answering everyone else; the dispatchers wake the rest batch after
+# batch, 100,000 within about the second of Redis time waking them takes anyway.
+CIRCUIT_WAKE_BATCH = 500
+# A dispatcher wakes batch after batch for at most this long before it claims and publishes
+# due slots again: the woken slots must be published too, and other workers claim meanwhile.
+CIRCUIT_WAKE_SECONDS_PER_TICK = 0.2
 
 # Celery queue that carries deliver tasks.
 QUEUE_NAME = "deliver"

@@ -4,15 +4,16 @@ Claiming is one atomic script, so any number of workers can run a dispatcher and
 slot is published once per claim period: there is no single point of failure and no
 Celery ETA anywhere. Due slots are claimed longest-due first, and not at all while the
 broker queue is at its cap, so an alert storm waits in the schedule, not as duplicates.
-Each tick also wakes a batch of the slots that waited on a circuit which has closed
-(worker/circuit_wake.py), so that a close over many waiting slots costs Redis no long
-script.
+Each tick also wakes, in bounded batches, the slots that waited on a circuit which has
+closed (worker/circuit_wake.py), so that a close over many waiting slots costs Redis no
+long script.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery import Celery
 
@@ -49,9 +50,16 @@ class Dispatcher:
             self._thread = None
 
     def wake(self) -> int:
-        """Wake a batch of the slots waiting on each circuit that closed with some left;
-        return how many were woken."""
-        return wake_waiters(self.ctx.redis, self.ctx.keys, self.ctx.settings.circuit_threshold)
+        """Wake the slots waiting on each circuit that closed with some left, batch after
+        batch (one script each) for at most CIRCUIT_WAKE_SECONDS_PER_TICK; return how many
+        were woken."""
+        ctx, total = self.ctx, 0
+        deadline = time.monotonic() + defaults.CIRCUIT_WAKE_SECONDS_PER_TICK
+        while woken := wake_waiters(ctx.redis, ctx.keys, ctx.settings.circuit_threshold):
+            total += woken
+            if time.monotonic() >= deadline:
+                break
+        return total
 
     def tick(self) -> int:
         """Claim and publish one batch of due slots; return how many were published."""

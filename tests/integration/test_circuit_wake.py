@@ -1,6 +1,7 @@
 """A closing circuit wakes the slots that waited on it in bounded batches: one in the
 probe's own finish script, the rest by the dispatchers. Real Redis, a real delivery pass
-to the simulator closes the circuit, the real dispatcher wakes the rest."""
+to the simulator closes the circuit, the real wake script and dispatcher thread wake the
+rest."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from producer import AlertProducer
 from tests.conftest import wait_until
 from worker.admission import CIRCUIT_WAKE_BATCH
 from worker.app import create_app
+from worker.circuit_wake import wake_waiters
 from worker.context import FleetContext
 from worker.delivery import deliver_slot, endpoint_id
 from worker.dispatcher import Dispatcher
@@ -88,9 +90,9 @@ def test_a_close_wakes_one_batch_and_the_dispatcher_the_rest_a_batch_per_script(
     assert redis_conn.smembers(keys.circuit_waking) == {circuit.endpoint}
     assert redis_conn.ttl(waiting) > 0
 
-    # each of the dispatcher's wake steps runs one script per endpoint: one batch at most
-    dispatcher, steps = Dispatcher(ctx, create_app(settings, ctx.destinations)), []
-    while woken := dispatcher.wake():
+    # each of the dispatchers' wake steps runs one script per endpoint: one batch at most
+    steps: list[int] = []
+    while woken := wake_waiters(redis_conn, keys, settings.circuit_threshold):
         steps.append(woken)
         assert woken <= CIRCUIT_WAKE_BATCH
         assert left - redis_conn.scard(waiting) == woken
@@ -124,9 +126,8 @@ def test_a_circuit_that_opens_again_is_left_to_its_next_close(
     probe(ctx, settings, redis_conn)
     redis_conn.hset(keys.circuit(circuit.endpoint), "failures", settings.circuit_threshold)
 
-    dispatcher = Dispatcher(ctx, create_app(settings, ctx.destinations))
     woken = circuit.woken()
-    assert dispatcher.wake() == 0
+    assert Dispatcher(ctx, create_app(settings, ctx.destinations)).wake() == 0
     assert circuit.woken() == woken < WAITING  # the rest wait for the circuit's next close
     assert not redis_conn.exists(keys.circuit_waking)
     assert redis_conn.scard(keys.circuit_waiting(circuit.endpoint)) == (
