@@ -548,11 +548,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "bench/scale.py: circuit close, rate gate, maintenance lookups")
     parser.add_argument("--size", type=int, default=100_000,
                         help="waiting slots and windows for --scale")
+    parser.add_argument("--before", metavar="REV", help="with --scale, also run the code of "
+                        "commit REV, side by side")
     args = parser.parse_args(argv)
     if args.scale:
         from bench.scale import run_scale
 
-        return run_scale(args.size, args.redis_url)
+        return run_scale(args.size, args.redis_url, args.before)
     full = args.full
     options = Options(
         events=args.events or (5000 if full else 2000),

