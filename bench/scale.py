@@ -95,8 +95,13 @@ def code_at(rev: str) -> Code:
     """worker/admission.py and worker/maintenance.py as they were at `rev`."""
     modules = []
     for path in ("worker/admission.py", "worker/maintenance.py"):
-        source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
-                                capture_output=True, text=True).stdout
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO,
+                               capture_output=True, text=True)
+        if shown.returncode != 0:
+            print(f"--before {rev!r}: cannot read {path} at that commit "
+                  f"({shown.stderr.strip() or 'git show failed'})", file=sys.stderr)
+            raise SystemExit(2)
+        source = shown.stdout
         name = f"bench_before_{Path(path).stem}"
         module = types.ModuleType(name)
         module.__file__ = f"{rev}:{path}"

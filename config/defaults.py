@@ -67,7 +67,7 @@ CIRCUIT_THRESHOLD = 10
 CIRCUIT_OPEN_SECONDS = 5.0
 CIRCUIT_MAX_OPEN_SECONDS = 30.0
 # A closing circuit wakes the incidents that waited on it this many at a time: one batch
-# is one script of a few ms (5-15 µs a slot, bench --scale), under Redis's 10 ms slow-log
+# is one script of a few ms (5-20 µs a slot, bench --scale), under Redis's 10 ms slow-log
 # mark, so Redis keeps answering everyone else; the dispatchers wake the rest batch after
 # batch, 100,000 within about the second of Redis time waking them takes anyway.
 CIRCUIT_WAKE_BATCH = 500
