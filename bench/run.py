@@ -3,6 +3,7 @@
     .venv/bin/python -m bench            # quick (the `make bench` default), about 3 minutes
     .venv/bin/python -m bench --full     # more events and repeats, and a pool sweep
     .venv/bin/python -m bench --pools gevent:64   # after `pip install gevent`
+    .venv/bin/python -m bench --scale    # hot-path Redis steps at 100,000 (bench/scale.py)
 
 Everything runs on this machine: the local Redis (database 9, a key prefix of its own per
 run, deleted afterwards), the PagerDuty simulator in its own process (`monitao-pd
@@ -538,11 +539,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--pools", help="pool:concurrency list; the first one is compared "
                         "with the baselines (default threads:64)")
-    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--redis-url", help=f"default {REDIS_URL}; with --scale, an embedded "
+                        "Redis of its own")
     parser.add_argument("--ack-waker", type=float, help="the fleet worker's ack waker "
                         "interval in seconds (0: off; default: the fleet's 0.02)")
     parser.add_argument("--skip", default="", help="comma list of: producer,baselines")
+    parser.add_argument("--scale", action="store_true", help="only the scaling cases of "
+                        "bench/scale.py: circuit close, rate gate, maintenance lookups")
+    parser.add_argument("--size", type=int, default=100_000,
+                        help="waiting slots and windows for --scale")
+    parser.add_argument("--before", metavar="REV", help="with --scale, also run the code of "
+                        "commit REV, side by side")
     args = parser.parse_args(argv)
+    if args.scale:
+        from bench.scale import run_scale
+
+        return run_scale(args.size, args.redis_url, args.before)
     full = args.full
     options = Options(
         events=args.events or (5000 if full else 2000),
@@ -551,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs=parse_configs(args.pools or (
             "threads:64,threads:32,threads:128,prefork:16" if full else "threads:64")),
         latency_seconds=15.0 if full else 8.0,
-        redis_url=args.redis_url,
+        redis_url=args.redis_url or REDIS_URL,
         ack_waker=args.ack_waker,
     )
     skip = set(filter(None, args.skip.split(",")))

@@ -74,6 +74,14 @@ CIRCUIT_THRESHOLD = 10
 # notices PagerDuty is back within half a minute (measured: bench/outage.py).
 CIRCUIT_OPEN_SECONDS = 5.0
 CIRCUIT_MAX_OPEN_SECONDS = 30.0
+# A closing circuit wakes the incidents that waited on it this many at a time: one batch
+# is one script of a few ms (5-20 µs a slot, bench --scale), under Redis's 10 ms slow-log
+# mark, so Redis keeps answering everyone else; the dispatchers wake the rest batch after
+# batch, 100,000 within about the second of Redis time waking them takes anyway.
+CIRCUIT_WAKE_BATCH = 500
+# A dispatcher wakes batch after batch for at most this long before it claims and publishes
+# due slots again: the woken slots must be published too, and other workers claim meanwhile.
+CIRCUIT_WAKE_SECONDS_PER_TICK = 0.2
 
 # Celery queue that carries deliver tasks.
 QUEUE_NAME = "deliver"
@@ -95,6 +103,12 @@ TEST_DESTINATION_TIMEOUT_SECONDS = 60.0
 # Workers re-read maintenance windows added at run time this often: a window takes effect
 # within a second without a Redis round trip per event.
 MAINTENANCE_CACHE_SECONDS = 1.0
+# Changes of run-time windows kept in the change log workers follow; a worker that falls
+# further behind (asleep, partitioned) re-reads which destinations have windows instead.
+MAINTENANCE_CHANGES_KEPT = 10_000
+# A worker keeps the run-time windows of this many recently seen destinations in memory
+# (a few MB), reading another destination's when one of its events needs them.
+MAINTENANCE_CACHED_DESTINATIONS = 10_000
 
 # State changes from PagerDuty's webhooks go back to MoniTao as deliveries of this
 # destination; '@' cannot appear in a configured destination's name, so it never clashes.

@@ -82,6 +82,26 @@ class Keyspace:
         """Hash: window id -> maintenance window added at run time (JSON)."""
         return f"{self.prefix}maintenance"
 
+    def maintenance_of(self, destination: str) -> str:
+        """Set: the ids of one destination's run-time windows (an index of `maintenance`)."""
+        return f"{self.prefix}maintenance-of:{destination}"
+
+    @property
+    def maintenance_destinations(self) -> str:
+        """Set: the destinations that have run-time windows."""
+        return f"{self.prefix}maintenance-destinations"
+
+    @property
+    def maintenance_version(self) -> str:
+        """String: a counter that every change of a run-time window increments."""
+        return f"{self.prefix}maintenance-version"
+
+    @property
+    def maintenance_changes(self) -> str:
+        """Stream (capped): each change's version and the destinations it touched, so
+        workers re-read only those."""
+        return f"{self.prefix}maintenance-changes"
+
     def maintenance_held(self, window_id: str) -> str:
         """Set with a TTL: the slots a run-time `hold` window holds, woken when the window
         is removed or replaced."""
@@ -108,8 +128,14 @@ class Keyspace:
         return f"{self.prefix}circuit:{endpoint}"
 
     def circuit_waiting(self, endpoint: str) -> str:
-        """Set: slots to wake when the endpoint's circuit closes."""
+        """Set with a TTL: slots to wake when the endpoint's circuit closes."""
         return f"{self.prefix}circuit-wait:{endpoint}"
+
+    @property
+    def circuit_waking(self) -> str:
+        """Set with a TTL: the endpoints whose circuit closed with slots still waiting on it,
+        woken batch by batch by the dispatchers."""
+        return f"{self.prefix}circuit-waking"
 
     def circuit_probe(self, endpoint: str) -> str:
         """String with a TTL: the token of the one request probing an open circuit."""

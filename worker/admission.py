@@ -6,7 +6,8 @@ of every request (`ACCOUNT`, run inside the finish and retry scripts):
 - **Circuit breaker per Events endpoint.** After `threshold` failures in a row (5xx,
   timeouts, connection errors) across all slots, the endpoint is open: nothing is sent to
   it. At the end of each open interval one slot sends a probe; success closes the circuit
-  and wakes every slot that waited on it, failure doubles the interval (up to a cap).
+  and wakes the slots that waited on it (a bounded batch in the same script, the rest by
+  the dispatchers: worker/circuit_wake.py), failure doubles the interval (up to a cap).
 - **429 cooldown per destination.** A 429 makes the whole destination wait, growing with
   each 429 in a row, so the fleet backs off as one instead of every worker hammering it.
 - **Sliding 60 s window per destination.** At most `rate_limit_per_minute` requests in any
@@ -20,6 +21,8 @@ A denied slot is released and rescheduled by the gate itself, in the same atomic
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from config import defaults
 
 # Redis's clock (epoch ms) as `now`, for every script that starts with it.
 NOW = """
@@ -68,6 +71,9 @@ local function decide(K, A)
     local open_until = tonumber(redis.call('HGET', K[4], 'open_until') or '0')
     local interval = tonumber(redis.call('HGET', K[4], 'interval') or '1000')
     redis.call('SADD', K[5], slot)
+    -- (woken early when the circuit closes; a slot it loses still comes back by its own
+    -- schedule entry)
+    redis.call('PEXPIRE', K[5], 86400000)
     if now < open_until then return deny(open_until - now, 'circuit_open', 'retry_scheduled') end
     if not redis.call('SET', K[6], A[1], 'NX', 'PX', A[7]) then
       return deny(interval, 'circuit_open', 'retry_scheduled')
@@ -85,21 +91,29 @@ local function decide(K, A)
   local budget = tonumber(A[5])
   redis.call('ZREMRANGEBYSCORE', K[8], '-inf', now - window_ms)
   local free = budget - redis.call('ZCARD', K[8])
-  local mine = redis.call('ZSCORE', K[9], slot)
-  -- An older waiter keeps its place while it is due within the horizon: its turn is within
-  -- a window, or its task is queued or running (the schedule then holds it for a claim or
-  -- a lease, which may be longer than a window). One due later than that is stalled
-  -- (backing off, held by maintenance) and must not hold the budget for everyone else.
+  -- How many waiters are ahead is a rank in the room (O(log N)), so the room holds only
+  -- live waiters. An older waiter is live while it is due within the horizon: its turn is
+  -- within a window, or its task is queued or running (the schedule then holds it for a
+  -- claim or a lease, which may be longer than a window). One due later than that is
+  -- stalled (backing off, held by maintenance), or gone from the schedule, and must not
+  -- hold the budget for everyone else: it leaves the room as it reaches the front (a few
+  -- per call, so a call stays bounded; one further back only makes younger waiters wait
+  -- longer, never go first). It comes back with the same score, the age of its oldest
+  -- event, and so to the same place.
   local horizon = now + math.max(window_ms, tonumber(A[12]), tonumber(A[7]))
-  local ahead = 0
-  for _, waiter in ipairs(redis.call('ZRANGE', K[9], 0, 199)) do
-    if waiter == slot then break end
-    local due = redis.call('ZSCORE', K[2], waiter)
-    if not due then
-      redis.call('ZREM', K[9], waiter)
-    elseif tonumber(due) <= horizon then
-      ahead = ahead + 1
-    end
+  for _ = 1, 8 do
+    local front = redis.call('ZRANGE', K[9], 0, 0)[1]
+    if not front or front == slot then break end
+    local due = redis.call('ZSCORE', K[2], front)
+    if due and tonumber(due) <= horizon then break end
+    redis.call('ZREM', K[9], front)
+  end
+  local mine = redis.call('ZSCORE', K[9], slot)
+  local ahead
+  if mine then
+    ahead = redis.call('ZRANK', K[9], slot)
+  else
+    ahead = redis.call('ZCOUNT', K[9], '-inf', '(' .. A[4])
   end
   if ahead < free then
     local member = now .. ':' .. A[3]
@@ -137,14 +151,33 @@ GATE = NOW + GATE_FN + """
 return gate(KEYS, ARGV)
 """
 
+# How many waiting slots one script wakes as a circuit closes (see worker/circuit_wake.py).
+CIRCUIT_WAKE_BATCH = defaults.CIRCUIT_WAKE_BATCH
+
+# Lua: `wake_waiters(waiting, schedule, hold_prefix)`, with `now` in scope: takes at most
+# CIRCUIT_WAKE_BATCH slots out of a circuit's waiting set and makes each due now, ending
+# its back-off hold. Returns how many it woke.
+WAKE_WAITERS_FN = f"""
+local function wake_waiters(waiting, schedule, hold_prefix)
+  local woken = redis.call('SPOP', waiting, {CIRCUIT_WAKE_BATCH})
+  for _, waiter in ipairs(woken) do
+    redis.call('ZADD', schedule, 'XX', now, waiter)
+    redis.call('DEL', hold_prefix .. waiter)
+  end
+  return #woken
+end
+"""
+
 # Lua: `account(outcome, params)` feeds one request's outcome to the circuit, the cooldown
 # and the rate window. outcome is 'ok' (PagerDuty answered, even 4xx), 'fail' (5xx,
 # timeout, network), 'throttled' (429) or 'none' (no request). Uses AK = {circuit,
 # circuit_wait, probe, cooldown, schedule, circuit_log, rate window}; with 'none' and the
-# params of an admission (`member`, `probe`), it gives that admission back. Returns the
+# params of an admission (`member`, `probe`), it gives that admission back. A close wakes
+# one batch of the waiting slots and, when more are left, names the endpoint
+# (`endpoint_id`) in the set `waking` for the dispatchers to wake the rest. Returns the
 # transition ('', 'opened', 'reopened', 'closed') and, while open, when the next probe
 # may go.
-ACCOUNT = """
+ACCOUNT = WAKE_WAITERS_FN + """
 local function account(outcome, p, AK)
   if outcome == 'none' then
     -- the gate let a request go that was never sent (the event ended before it): give
@@ -166,11 +199,12 @@ local function account(outcome, p, AK)
     local transition = ''
     if failures >= threshold then
       transition = 'closed'
-      for _, waiter in ipairs(redis.call('SMEMBERS', AK[2])) do
-        redis.call('ZADD', AK[5], 'XX', now, waiter)
-        redis.call('DEL', p.hold_prefix .. waiter)
+      -- one bounded batch here: waking 100,000 in one script blocked Redis for a second
+      wake_waiters(AK[2], AK[5], p.hold_prefix)
+      if p.waking and redis.call('EXISTS', AK[2]) == 1 then
+        redis.call('SADD', p.waking, p.endpoint_id)
+        redis.call('PEXPIRE', p.waking, 86400000)
       end
-      redis.call('DEL', AK[2])
       redis.call('XADD', AK[6], 'MAXLEN', '~', 1000, '*', 'endpoint', p.endpoint,
                  'event', 'closed')
     end

@@ -515,6 +515,8 @@ class SlotPass:
             "cool_base_ms": int(settings.cooldown_base_seconds * 1000),
             "cool_cap_ms": int(settings.cooldown_max_seconds * 1000),
             "hold_prefix": keys.hold_prefix,
+            "waking": keys.circuit_waking,
+            "endpoint_id": endpoint,
             "endpoint": redact_url(destination.url),
             "probe": 1 if admission.probe else 0,
             "member": admission.window_member,

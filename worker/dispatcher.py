@@ -4,18 +4,23 @@ Claiming is one atomic script, so any number of workers can run a dispatcher and
 slot is published once per claim period: there is no single point of failure and no
 Celery ETA anywhere. Due slots are claimed longest-due first, and not at all while the
 broker queue is at its cap, so an alert storm waits in the schedule, not as duplicates.
+Each tick also wakes, in bounded batches, the slots that waited on a circuit which has
+closed (worker/circuit_wake.py), so that a close over many waiting slots costs Redis no
+long script.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery import Celery
 
 from config import defaults
 from config.keyspace import split_slot
 from worker.broker import publish_deliveries
+from worker.circuit_wake import wake_waiters
 from worker.context import FleetContext
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,18 @@ class Dispatcher:
             self._thread.join(timeout)
             self._thread = None
 
+    def wake(self) -> int:
+        """Wake the slots waiting on each circuit that closed with some left, batch after
+        batch (one script each) for at most CIRCUIT_WAKE_SECONDS_PER_TICK; return how many
+        were woken."""
+        ctx, total = self.ctx, 0
+        deadline = time.monotonic() + defaults.CIRCUIT_WAKE_SECONDS_PER_TICK
+        while woken := wake_waiters(ctx.redis, ctx.keys, ctx.settings.circuit_threshold):
+            total += woken
+            if time.monotonic() >= deadline:
+                break
+        return total
+
     def tick(self) -> int:
         """Claim and publish one batch of due slots; return how many were published."""
         settings, keys = self.ctx.settings, self.ctx.keys
@@ -65,6 +82,7 @@ class Dispatcher:
         failing = False
         while not self._stop.is_set():
             try:
+                woken = self.wake()
                 published = self.tick()
                 if failing:
                     log.info("dispatcher reconnected")
@@ -74,7 +92,8 @@ class Dispatcher:
                     log.warning("dispatcher cannot reach Redis or the broker (%s); retrying",
                                 exc.__class__.__name__)
                 failing = True
-                published = 0
-            # A full batch means more may be due: go again at once.
-            if published < self.ctx.settings.dispatch_batch:
+                woken = published = 0
+            # A full batch means more may be due, and slots woken mean more may be left to
+            # wake: go again at once.
+            if published < self.ctx.settings.dispatch_batch and not woken:
                 self._stop.wait(interval * (8 if failing else 1))

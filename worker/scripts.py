@@ -362,6 +362,7 @@ local delay = math.max(1, tonumber(ARGV[3]))
 local reason = 'backoff'
 if health[2] > 0 then
   redis.call('SADD', KEYS[7], ARGV[2])
+  redis.call('PEXPIRE', KEYS[7], 86400000)
   if health[2] - now > delay then delay = health[2] - now; reason = 'circuit_open' end
 end
 local cool = tonumber(redis.call('HGET', KEYS[9], 'until') or '0')
