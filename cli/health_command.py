@@ -15,9 +15,10 @@ import time
 from typing import Any
 
 import click
+import redis
 from kombu.exceptions import OperationalError
 
-from config.connections import redact_urls, redis_client
+from config.connections import redact_urls, redis_client, refused_configuration
 from config.errors import RedisUnavailableError
 from config.settings import Settings, load_settings
 
@@ -56,6 +57,9 @@ def check(settings: Settings, *, local: bool = False, timeout: float = DEFAULT_T
         replies = ping_workers(settings, timeout=timeout,
                                hostname=(hostname or socket.gethostname()) if local else None)
     except (OperationalError, OSError) as exc:
+        if isinstance(exc.__cause__, redis.ResponseError):  # e.g. no such database
+            raise refused_configuration("MONITAO_PD_BROKER_URL", settings.celery_broker_url,
+                                        exc.__cause__) from None
         return False, (f"cannot reach the broker at {redact_urls(settings.celery_broker_url)} "
                        f"({exc.__class__.__name__}: {exc})")
     if local:

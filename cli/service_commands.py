@@ -11,6 +11,7 @@ import click
 
 from cli.formatting import table
 from config import defaults
+from config.connections import refuse_misconfigured_redis
 from config.destinations import load_destinations
 from config.errors import ConfigurationError
 from config.settings import load_settings
@@ -28,6 +29,7 @@ def worker(concurrency: int | None, pool: str | None, name: str | None,
 
     settings = load_settings()
     destinations = load_destinations(settings.config)  # fail fast on bad configuration
+    refuse_misconfigured_redis(settings)  # a Redis that is down is waited for, not refused
     app = create_app(settings, destinations)
     argv = [
         "worker",
@@ -89,6 +91,7 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
             "MONITAO_PD_FLOWER_USER and MONITAO_PD_FLOWER_PASSWORD are required "
             "(or bind to 127.0.0.1 with --no-auth-on-localhost)"
         ])
+    refuse_misconfigured_redis(settings)
     command = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
                f"--address={address}", f"--port={port}"]
     return subprocess.call(command, env=env)

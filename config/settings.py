@@ -163,6 +163,8 @@ class Settings(BaseSettings):
                     parse_sentinel_url(url)
                 except ValueError as exc:
                     problems.append(f"MONITAO_PD_{name}: {exc}")
+            elif url and (problem := redis_url_problem(url)):
+                problems.append(f"MONITAO_PD_{name}: {problem}")
         if sentinel and not self.redis_sentinel_master:
             problems.append(
                 f"MONITAO_PD_REDIS_SENTINEL_MASTER is required when {' and '.join(sentinel)} "
@@ -213,6 +215,10 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> lis
         loc = ".".join(str(part) for part in error["loc"])
         name = f"{env_prefix}{loc.upper()}" if env_prefix and loc else (loc or "settings")
         message = error["msg"].removeprefix("Value error, ")
+        if not loc and env_prefix and message.startswith(env_prefix):
+            # a cross-field check whose problems already name their variables
+            lines.extend(message.split("; "))
+            continue
         value = error.get("input")
         shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
@@ -235,6 +241,34 @@ SENTINEL_PORT = 26379
 def is_sentinel_url(url: str) -> bool:
     """Whether `url` names Redis Sentinels (Celery's `sentinel://h1:26379;sentinel://h2` form)."""
     return url.startswith("sentinel://")
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes a `redis://`, `rediss://` or `unix://` URL unusable, or None if nothing.
+
+    Caught here, at start-up, rather than as a traceback from redis-py or kombu at the first
+    command: a malformed URL, an invalid port, no host, or a database that is not a number
+    (redis-py would quietly use database 0 where kombu refuses).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in REDIS_SCHEMES:
+        return (f"{redact_url(url)!r} is not a Redis URL (redis://host[:port][/db], "
+                "rediss://..., unix://path or sentinel://...)")
+    if parts.scheme == "unix":
+        return None if parts.path else f"{redact_url(url)!r} names no socket path"
+    if not parts.hostname:
+        return f"{redact_url(url)!r} names no host (redis://host[:port][/db])"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"database {database!r} in {redact_url(url)!r} is not a number"
+    return None
 
 
 def parse_sentinel_url(url: str) -> SentinelURL:
