@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -14,7 +17,13 @@ from config import defaults
 from config.connections import refuse_misconfigured_redis
 from config.destinations import load_destinations
 from config.errors import ConfigurationError
-from config.settings import load_settings
+from config.settings import Settings, load_settings
+
+# Flower's configuration file, and the variable it reads the basic-auth credentials from.
+FLOWER_CONF = Path(__file__).resolve().with_name("flower_conf.py")
+FLOWER_CREDENTIALS = "MONITAO_PD_FLOWER_CREDENTIALS"
+# How long Flower gets to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
 
 
 @click.command()
@@ -82,8 +91,9 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
     settings = load_settings()
     env = dict(os.environ)
     if settings.flower_user and settings.flower_password:
-        # Through the environment, not argv: argv is visible to every user in `ps`.
-        env["FLOWER_BASIC_AUTH"] = (
+        # Through the environment, not argv (visible to every user in `ps`), and read by
+        # FLOWER_CONF whole: Flower splits FLOWER_BASIC_AUTH and --basic-auth on commas.
+        env[FLOWER_CREDENTIALS] = (
             f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
         )
     elif not (no_auth_on_localhost and address == "127.0.0.1"):
@@ -92,9 +102,39 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
             "(or bind to 127.0.0.1 with --no-auth-on-localhost)"
         ])
     refuse_misconfigured_redis(settings)
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-               f"--address={address}", f"--port={port}"]
-    return subprocess.call(command, env=env)
+    env.update(_absolute_paths(settings))
+    # -P and an empty working directory of its own: `python -m` puts the working directory
+    # first on sys.path, `celery -A` imports the app with it there too, and Flower reads
+    # ./flowerconfig.py; a celery.py or flowerconfig.py wherever this command is run from
+    # would run with Flower's credentials.
+    command = [sys.executable, "-P", "-m", "celery", "-A", "worker.app", "flower",
+               f"--conf={FLOWER_CONF}", f"--address={address}", f"--port={port}"]
+    with tempfile.TemporaryDirectory(prefix="monitao-pd-flower-") as workdir:
+        return _run_until_it_exits(command, env, workdir)
+
+
+def _absolute_paths(settings: Settings) -> dict[str, str]:
+    """The settings that are paths, made absolute for a child in another directory."""
+    return {f"MONITAO_PD_{name.upper()}": str(Path(value).resolve())
+            for name, value in settings if isinstance(value, Path)}
+
+
+def _run_until_it_exits(command: list[str], env: dict[str, str], cwd: str) -> int:
+    """Run `command`, passing SIGTERM on to it; its exit status. It is stopped if this ends
+    first (Ctrl-C), so the caller can remove its directory."""
+    process = subprocess.Popen(command, env=env, cwd=cwd)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @click.group()
