@@ -17,7 +17,9 @@ from cli.main import main
 from config import defaults
 from config.embedded_redis import free_port
 from config.settings import load_settings
+from producer.event import MAX_DETAILS_DEPTH
 from tests.conftest import Fleet, wait_until
+from tests.producer.test_event import nested
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,6 +123,51 @@ def test_send_file_reports_bad_lines_and_sends_the_good_ones(
     assert "line 3: summary: required for a trigger" in err
     assert "line 4: level: 'catastrophic' is not in destination 'prod'" in err
     assert "3 line(s) refused" in err
+
+
+def test_send_file_reports_undecodable_and_too_deep_lines_and_sends_the_rest(
+    cli_env: Path, tmp_path: Path, redis_conn, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def line(incident: int, **extra: object) -> bytes:
+        event = {"action": "resolve", "monitor_id": 1, "incident_id": incident, **extra}
+        return json.dumps(event).encode()
+
+    too_deep_to_parse = b'{"action": "resolve", "details": ' + b"[" * 100_000 + b"]" * 100_000
+    lines = [
+        line(1),
+        line(2, monitor_name="caf\u00e9").replace(b"\\u00e9", "é".encode("latin-1")),
+        line(3, details=nested(MAX_DETAILS_DEPTH + 1)),
+        too_deep_to_parse + b"}",
+        line(4),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert main(["send", "--file", str(path)]) == 1
+    captured = capsys.readouterr()
+    ids = captured.out.split()
+    assert len(ids) == 2
+    for incident, event_id in zip((1, 4), ids, strict=True):
+        assert redis_conn.lrange(
+            f"{prefix}mailbox:prod/monitao-monitor-1-incident-{incident}", 0, -1) == [event_id]
+    err = captured.err
+    assert "line 2: event: not valid UTF-8 (byte 0xe9 at column " in err
+    assert f"line 3: details: nests deeper than {MAX_DETAILS_DEPTH} levels" in err
+    assert f"line 4: event: nested too deeply to read (details may nest {MAX_DETAILS_DEPTH}" in err
+    assert "3 line(s) refused" in err and "Traceback" not in err
+
+
+def test_send_details_flag_too_deep_is_a_usage_error(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for details, code, message in (
+        ("[" * 100_000 + "]" * 100_000, 2, "--details: nested too deeply to read"),
+        (json.dumps(nested(MAX_DETAILS_DEPTH + 1)), 1, "refused: details: nests deeper than"),
+    ):
+        assert main(["send", "--action", "resolve", "--monitor-id", "1", "--incident-id", "2",
+                     "--details", details]) == code
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 def test_timeline_and_dlq_commands(
