@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -22,8 +19,8 @@ from config.settings import Settings, load_settings
 # Flower's configuration file, and the variable it reads the basic-auth credentials from.
 FLOWER_CONF = Path(__file__).resolve().with_name("flower_conf.py")
 FLOWER_CREDENTIALS = "MONITAO_PD_FLOWER_CREDENTIALS"
-# How long Flower gets to stop after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
+# Where the project's packages are installed (the repository, for an editable install).
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @click.command()
@@ -103,38 +100,20 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
         ])
     refuse_misconfigured_redis(settings)
     env.update(_absolute_paths(settings))
-    # -P and an empty working directory of its own: `python -m` puts the working directory
-    # first on sys.path, `celery -A` imports the app with it there too, and Flower reads
-    # ./flowerconfig.py; a celery.py or flowerconfig.py wherever this command is run from
-    # would run with Flower's credentials.
+    # `python -m` puts the working directory first on sys.path, `celery -A` imports the app
+    # with it there too, and Flower reads ./flowerconfig.py: a celery.py or flowerconfig.py
+    # wherever this command is run from would run with Flower's credentials. So: -P, our
+    # own --conf, and the directory the project's code is installed in.
     command = [sys.executable, "-P", "-m", "celery", "-A", "worker.app", "flower",
                f"--conf={FLOWER_CONF}", f"--address={address}", f"--port={port}"]
-    with tempfile.TemporaryDirectory(prefix="monitao-pd-flower-") as workdir:
-        return _run_until_it_exits(command, env, workdir)
+    os.chdir(CODE_ROOT)
+    os.execve(sys.executable, command, env)  # Flower takes this process (and its signals)
 
 
 def _absolute_paths(settings: Settings) -> dict[str, str]:
-    """The settings that are paths, made absolute for a child in another directory."""
+    """The settings that are paths, made absolute for a process in another directory."""
     return {f"MONITAO_PD_{name.upper()}": str(Path(value).resolve())
             for name, value in settings if isinstance(value, Path)}
-
-
-def _run_until_it_exits(command: list[str], env: dict[str, str], cwd: str) -> int:
-    """Run `command`, passing SIGTERM on to it; its exit status. It is stopped if this ends
-    first (Ctrl-C), so the caller can remove its directory."""
-    process = subprocess.Popen(command, env=env, cwd=cwd)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
-    try:
-        return process.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @click.group()

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MONITAO_PD_", extra="ignore", frozen=True)
 
-    redis_url: str = Field(defaults.REDIS_URL, description="Redis holding the fleet's state")
+    redis_url: str = Field(default_factory=lambda: defaults.REDIS_URL,  # read at each load
+                           description="Redis holding the fleet's state")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
     key_prefix: str = Field(defaults.KEY_PREFIX, min_length=1, max_length=64)
     config: Path | None = Field(None, description="path of the destinations TOML file")
