@@ -128,6 +128,7 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
             flower_env = dict(env, MONITAO_PD_FLOWER_USER=user,
                               MONITAO_PD_FLOWER_PASSWORD=password)
             processes.append(_spawn("flower", [f"--port={flower_port}"], flower_env, workdir))
+            stack.callback(click.echo, "stopping the fleet")
             click.echo(f"Logs: {workdir}/ (worker.log, flower.log, services.log: the "
                        "simulator and the webhook receiver)")
 
@@ -287,11 +288,11 @@ def _how_to_use(settings: Settings, sim: Simulator) -> str:
         f"  {shown} status            # or first: source .venv/bin/activate",
         f"  {shown} send --action trigger --monitor-id 7 --incident-id 1 --summary test",
         f"  {shown} timeline 1",
-        "To see retries and dead letters, make the simulated PagerDuty fail:",
-        f"  curl -X POST {faults} -d '{{\"force_status\": 500}}'   # retried with backoff",
-        f"  curl -X POST {faults} -d '{{\"force_status\": 400}}'   # dead-lettered: "
-        f"{shown} dlq list",
-        f"  curl -X POST {faults} -d '{{\"force_status\": null}}'  # answers 202 again",
+        "To see retries and dead letters, make the simulated PagerDuty fail, then send:",
+        f"  curl -X POST {faults} -d '{{\"force_status\": 500}}'   # retried, backing off",
+        f"  curl -X POST {faults} -d '{{\"force_status\": 400}}'   # dead-lettered",
+        f"  curl -X POST {faults} -d '{{\"force_status\": null}}'  # accepted again",
+        f"  {shown} dlq list",
         "",
     ])
 
