@@ -57,7 +57,8 @@ def check(settings: Settings, *, local: bool = False, timeout: float = DEFAULT_T
         replies = ping_workers(settings, timeout=timeout,
                                hostname=(hostname or socket.gethostname()) if local else None)
     except (OperationalError, OSError) as exc:
-        if isinstance(exc.__cause__, redis.ResponseError):  # e.g. no such database
+        # a database the broker does not have, or no Redis at all there: not "unhealthy"
+        if isinstance(exc.__cause__, redis.ResponseError | redis.exceptions.InvalidResponse):
             raise refused_configuration("MONITAO_PD_BROKER_URL", settings.celery_broker_url,
                                         exc.__cause__) from None
         return False, (f"cannot reach the broker at {redact_urls(settings.celery_broker_url)} "

@@ -198,7 +198,8 @@ def ping(client: redis.Redis, url: str, *, variable: str = "MONITAO_PD_REDIS_URL
     """Raise `RedisUnavailableError` naming the URL (password hidden) if Redis is silent.
 
     A server that answers but refuses the connection's set-up (a database index beyond its
-    `databases`) is a `ConfigurationError` naming `variable`: retrying cannot help.
+    `databases`), or that is not Redis at all, is a `ConfigurationError` naming `variable`:
+    retrying cannot help.
     """
     try:
         client.ping()
@@ -206,7 +207,7 @@ def ping(client: redis.Redis, url: str, *, variable: str = "MONITAO_PD_REDIS_URL
         raise RedisUnavailableError(
             f"cannot reach Redis at {redact_urls(url)} ({exc.__class__.__name__}: {exc})"
         ) from None
-    except redis.ResponseError as exc:
+    except (redis.ResponseError, redis.exceptions.InvalidResponse) as exc:
         raise refused_configuration(variable, url, exc) from None
 
 
@@ -217,6 +218,9 @@ def refused_configuration(variable: str, url: str, exc: Exception) -> Configurat
             f"{variable}: Redis at {redact_urls(url)} has no such database (DB index is out "
             "of range: the server's `databases` setting, 16 by default, bounds it)"
         ])
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return ConfigurationError([
+            f"{variable}: what answers at {redact_urls(url)} is not Redis ({exc})"])
     return ConfigurationError([
         f"{variable}: Redis at {redact_urls(url)} refused the connection "
         f"({exc.__class__.__name__}: {exc})"

@@ -4,8 +4,11 @@ message naming the variable, exit 2, no traceback, nothing started (README: exit
 from __future__ import annotations
 
 import os
+import socketserver
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,6 +54,27 @@ def config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def not_redis() -> Iterator[str]:
+    """A redis:// URL where an HTTP server answers (a proxy, a web server: a wrong port)."""
+
+    class Answer(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(1024)
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        block_on_close = False
+
+    with Server(("127.0.0.1", 0), Answer) as server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+        server.shutdown()
+        thread.join(5)
 
 
 def assert_configuration_error(code: int, err: str, *expected: str) -> None:
@@ -102,6 +126,18 @@ def test_a_malformed_redis_url(
     assert "hunter2" not in err
 
 
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_a_url_where_something_else_than_redis_answers(
+    config_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str],
+    not_redis: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = not_redis
+    monkeypatch.setenv("MONITAO_PD_REDIS_URL", url)
+    code = main(args)
+    assert_configuration_error(code, capsys.readouterr().err,
+                               f"MONITAO_PD_REDIS_URL: what answers at {url} is not Redis")
+
+
 def test_a_broker_database_the_server_does_not_have(
     config_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -112,6 +148,18 @@ def test_a_broker_database_the_server_does_not_have(
         code = main(args)
         assert_configuration_error(code, capsys.readouterr().err,
                                    f"MONITAO_PD_BROKER_URL: Redis at {url} has no such database")
+
+
+def test_a_broker_url_where_something_else_than_redis_answers(
+    config_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, not_redis: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = not_redis
+    monkeypatch.setenv("MONITAO_PD_BROKER_URL", url)
+    for args in (["health", "--timeout", "1"], ["status"]):
+        code = main(args)
+        assert_configuration_error(code, capsys.readouterr().err,
+                                   f"MONITAO_PD_BROKER_URL: what answers at {url} is not Redis")
 
 
 @pytest.mark.slow
