@@ -260,8 +260,10 @@ def redis_url_problem(url: str) -> str | None:
     except ValueError as exc:
         return f"not a valid URL ({exc})"
     if parts.scheme not in REDIS_SCHEMES:
-        return (f"{redact_url(url)!r} is not a Redis URL (redis://host[:port][/db], "
-                "rediss://..., unix://path or sentinel://...)")
+        # not echoed: without a scheme, a password in it would not be recognised and hidden
+        got = f"scheme {parts.scheme + '://'!r}" if "://" in url else "no scheme"
+        return ("must be redis://host[:port][/db], rediss://..., unix://path or "
+                f"sentinel://... ({got})")
     if parts.scheme == "unix":
         return None if parts.path else f"{redact_url(url)!r} names no socket path"
     if not parts.hostname:

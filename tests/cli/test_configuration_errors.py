@@ -4,6 +4,7 @@ message naming the variable, exit 2, no traceback, nothing started (README: exit
 from __future__ import annotations
 
 import os
+import signal
 import socketserver
 import subprocess
 import sys
@@ -89,12 +90,16 @@ def run_service(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, s
     full = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
     full.update(env)
     command = Path(sys.executable).with_name("monitao-pd")
+    process = subprocess.Popen([str(command), *args], env=full, cwd=cwd, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
     try:
-        done = subprocess.run([str(command), *args], env=full, cwd=cwd, capture_output=True,
-                              text=True, timeout=60, start_new_session=True)
+        _, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # and whatever it started
+        process.communicate(timeout=10)
         pytest.fail(f"`monitao-pd {' '.join(args)}` kept running instead of refusing")
-    return done.returncode, done.stderr
+    return process.returncode, err
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
@@ -113,7 +118,8 @@ def test_a_database_the_server_does_not_have(
 @pytest.mark.parametrize(("url", "problem"), [
     ("redis://:hunter2@127.0.0.1:6379/zero", "database 'zero' in 'redis://:***@127.0.0.1"),
     ("redis://127.0.0.1:port/0", "not a valid URL (Port could not be cast"),
-    ("127.0.0.1:6379", "'127.0.0.1:6379' is not a Redis URL"),
+    ("127.0.0.1:6379", "must be redis://host[:port][/db], rediss://..., unix://path or "
+                       "sentinel://... (no scheme)"),
 ])
 def test_a_malformed_redis_url(
     config_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str], url: str,

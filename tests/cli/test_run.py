@@ -176,3 +176,14 @@ def test_ctrl_c_with_the_embedded_redis_after_using_the_printed_commands(
         assert_clean_logs(logs_of(out))
     finally:
         kill_everything_with(prefix)
+        shut_down_embedded_redis(out_path.read_text())
+
+
+def shut_down_embedded_redis(out: str) -> None:
+    """Stop the run's embedded Redis if a failure left it running (redis-server rewrites
+    its environment for its process title, so `kill_everything_with` cannot find it)."""
+    for url in re.findall(r"started an embedded one at (redis://\S+)", out):
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        with suppress(redis.RedisError):
+            client.shutdown(nosave=True)
+        client.close()

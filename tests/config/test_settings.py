@@ -309,8 +309,10 @@ def test_celery_broker_url_prefers_broker_url(monkeypatch: pytest.MonkeyPatch) -
     ("redis://cache:99999/0", "not a valid URL (Port out of range"),
     ("redis://[::1/0", "not a valid URL (Invalid IPv6 URL)"),
     ("redis:/cache", "'redis:/cache' names no host"),
-    ("http://cache:6379/0", "'http://cache:6379/0' is not a Redis URL"),
-    ("cache:6379", "'cache:6379' is not a Redis URL"),
+    ("http://cache:6379/0", "must be redis://host[:port][/db], rediss://..., unix://path or "
+                            "sentinel://... (scheme 'http://')"),
+    ("cache:6379", "must be redis://host[:port][/db], rediss://"),
+    (":s3cret@cache:6379", "must be redis://host[:port][/db], rediss://...,"),
     ("unix://", "'unix://' names no socket path"),
 ])
 @pytest.mark.parametrize("variable", ["REDIS_URL", "BROKER_URL"])
