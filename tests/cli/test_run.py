@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,12 @@ def logs_of(out: str) -> Path:
     return Path(directory)
 
 
+def remove_logs(out: str) -> None:
+    """The run keeps its log directory for its user; a test removes it."""
+    for directory in re.findall(r"^Logs: (/tmp/monitao-pd-run-\w+)/ ", out, flags=re.MULTILINE):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def assert_quiet_terminal(text: str) -> None:
     for noise in CHILD_OUTPUT:
         assert noise not in text, f"{noise!r} reached the terminal:\n{text[-3000:]}"
@@ -93,10 +100,18 @@ def test_two_runs_on_one_redis_each_deliver_their_own_demo_and_leave_no_key(
     runs = [subprocess.Popen([str(COMMAND), "run", "--exit-after-demo"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True) for _ in range(2)]
+    results: list[tuple[str, str]] = []
     try:
         results = [run.communicate(timeout=150) for run in runs]
+        _check_two_runs(runs, results, prefix, redis_url)
     finally:
         kill_everything_with(prefix)
+        for out, _ in results:
+            remove_logs(out)
+
+
+def _check_two_runs(runs: list[subprocess.Popen[str]], results: list[tuple[str, str]],
+                    prefix: str, redis_url: str) -> None:
     prefixes = []
     for run, (out, err) in zip(runs, results, strict=True):
         assert run.returncode == 0, err[-3000:]
@@ -177,6 +192,7 @@ def test_ctrl_c_with_the_embedded_redis_after_using_the_printed_commands(
     finally:
         kill_everything_with(prefix)
         shut_down_embedded_redis(out_path.read_text())
+        remove_logs(out_path.read_text())
 
 
 def shut_down_embedded_redis(out: str) -> None:
