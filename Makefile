@@ -27,7 +27,8 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # Throughput, latency, CPU and memory of the fleet and its baselines against the local Redis
-# (database 9) and simulator; about 3 minutes. `make bench BENCH_ARGS=--full` for the long run.
+# (database 9) and simulator: about 5 minutes on 2 cores shared with other work (321 s
+# measured), less on an idle machine. `make bench BENCH_ARGS=--full` for the long run.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,6 +1,6 @@
 """Benchmark of the fleet against real Redis, real worker processes and the simulator.
 
-    .venv/bin/python -m bench            # quick (the `make bench` default), about 3 minutes
+    .venv/bin/python -m bench            # quick (`make bench`), about 5 minutes on 2 cores
     .venv/bin/python -m bench --full     # more events and repeats, and a pool sweep
     .venv/bin/python -m bench --pools gevent:64   # after `pip install gevent`
     .venv/bin/python -m bench --scale    # hot-path Redis steps at 100,000 (bench/scale.py)

@@ -15,9 +15,10 @@ import time
 from typing import Any
 
 import click
+import redis
 from kombu.exceptions import OperationalError
 
-from config.connections import redact_urls, redis_client
+from config.connections import redact_urls, redis_client, refused_configuration
 from config.errors import RedisUnavailableError
 from config.settings import Settings, load_settings
 from config.text import printable
@@ -57,6 +58,10 @@ def check(settings: Settings, *, local: bool = False, timeout: float = DEFAULT_T
         replies = ping_workers(settings, timeout=timeout,
                                hostname=(hostname or socket.gethostname()) if local else None)
     except (OperationalError, OSError) as exc:
+        # a database the broker does not have, or no Redis at all there: not "unhealthy"
+        if isinstance(exc.__cause__, redis.ResponseError | redis.exceptions.InvalidResponse):
+            raise refused_configuration("MONITAO_PD_BROKER_URL", settings.celery_broker_url,
+                                        exc.__cause__) from None
         return False, (f"cannot reach the broker at {redact_urls(settings.celery_broker_url)} "
                        f"({exc.__class__.__name__}: {exc})")
     if local:

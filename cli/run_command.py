@@ -4,22 +4,31 @@ Starts what is missing (an embedded Redis when nothing answers at the default UR
 PagerDuty simulator, a worker, Flower with generated credentials and, for the demo
 destination, the webhook receiver the simulator reports responders' actions to), sends a
 sample trigger, has a simulated responder acknowledge it once it is delivered (demo only),
-sends its resolve, prints the incident's timeline, and keeps running until Ctrl-C; then it
-stops everything it started.
+sends its resolve, prints the incident's timeline and how to use the CLI against this
+fleet, and keeps running until Ctrl-C; then it stops everything it started, in the reverse
+order (the embedded Redis last).
+
+The terminal is kept for the demo and for errors: the processes' output goes to log files
+in the run's directory (printed, and kept after the run). The demo runs under a key prefix
+of its own, so two runs on one Redis never take each other's work, and deletes its keys on
+exit (the broker's included).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shlex
 import signal
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -33,7 +42,7 @@ from config.connections import redis_client
 from config.embedded_redis import EmbeddedRedis, free_port
 from config.errors import MonitaoPDError, RedisUnavailableError
 from config.keyspace import Keyspace
-from config.settings import Settings, load_settings
+from config.settings import Settings, load_settings, redact_url
 from worker import timeline
 
 if TYPE_CHECKING:
@@ -41,6 +50,19 @@ if TYPE_CHECKING:
 
 DELIVERY_TIMEOUT = 90.0
 DEMO_DESTINATION = "demo"
+# How long the processes get to stop after SIGTERM before they are killed.
+STOP_TIMEOUT = 20.0
+# Lines of a process's log shown when it exits on its own.
+LOG_TAIL_LINES = 20
+
+
+@dataclass
+class FleetProcess:
+    """A process this run started, and the log file its output goes to."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,69 +79,85 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     settings = load_settings()
     env = dict(os.environ)
-    with ExitStack() as stack:
-        processes: list[subprocess.Popen[bytes]] = []
-        stack.callback(_stop_all, processes)
+    running = False
+    workdir: Path | None = None
+    try:
+        with ExitStack() as stack:
+            # Callbacks run in reverse: the processes stop first, the embedded Redis last.
+            stack.callback(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
+            redis_url = _ensure_redis(settings, stack)
+            env["MONITAO_PD_REDIS_URL"] = redis_url
+            workdir = Path(tempfile.mkdtemp(prefix="monitao-pd-run-"))
+            stack.enter_context(_logging_to(workdir / "services.log"))
 
-        redis_url = _ensure_redis(settings, stack)
-        env["MONITAO_PD_REDIS_URL"] = redis_url
+            demo = settings.config is None
+            if demo:
+                prefix = f"{settings.key_prefix}run-{secrets.token_hex(4)}:"
+                env["MONITAO_PD_KEY_PREFIX"] = prefix
+                stack.callback(_delete_keys, settings, redis_url, prefix)
+                click.echo(f"Key prefix: {prefix} (this run's own; its keys are deleted when "
+                           "it ends)")
 
-        from simulator import Faults, Simulator
+            from simulator import Faults, Simulator
 
-        sim = stack.enter_context(Simulator(faults=Faults()))
-        click.echo(f"PagerDuty simulator: {sim.url}")
+            sim = stack.enter_context(Simulator(faults=Faults()))
+            click.echo(f"PagerDuty simulator: {sim.url}")
+            if demo:
+                env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim.events_url))
+                env["MONITAO_PD_DEMO_ROUTING_KEY"] = _random_routing_key()
+                sample_to = DEMO_DESTINATION
+            os.environ.update(env)  # the producer below reads the same settings as the children
+            settings = load_settings()
 
-        demo = settings.config is None
-        if demo:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitao-pd-")))
-            env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim.events_url))
-            env["MONITAO_PD_DEMO_ROUTING_KEY"] = _random_routing_key()
-            sample_to = DEMO_DESTINATION
-        os.environ.update(env)  # the producer below reads the same settings as the children
-        settings = load_settings()
+            if demo:
+                # PagerDuty's webhooks, played by the simulator, signed with a secret of this
+                # run (not with your own config: the receiver would join your fleet's)
+                from webhooks import WebhookService
 
-        if demo:
-            # PagerDuty's webhooks, played by the simulator, signed with a secret of this
-            # run (not with your own config: the receiver would join your fleet's)
-            from webhooks import WebhookService
+                webhook_secret = secrets.token_urlsafe(24)
+                receiver = stack.enter_context(
+                    WebhookService(load_settings(webhook_secrets=webhook_secret)))
+                sim.set_webhook(receiver.url, webhook_secret)
+                click.echo(f"Webhook receiver: {receiver.url}")
 
-            webhook_secret = secrets.token_urlsafe(24)
-            receiver = stack.enter_context(
-                WebhookService(load_settings(webhook_secrets=webhook_secret)))
-            sim.set_webhook(receiver.url, webhook_secret)
-            click.echo(f"Webhook receiver: {receiver.url}")
+            processes: list[FleetProcess] = []
+            stack.callback(_stop_all, processes)
+            processes.append(_spawn("worker", [f"--concurrency={concurrency}"], env, workdir))
+            flower_port = free_port() if _port_busy(5555) else 5555
+            user, password = "monitao", secrets.token_urlsafe(18)
+            flower_env = dict(env, MONITAO_PD_FLOWER_USER=user,
+                              MONITAO_PD_FLOWER_PASSWORD=password)
+            processes.append(_spawn("flower", [f"--port={flower_port}"], flower_env, workdir))
+            stack.callback(click.echo, "stopping the fleet")
+            click.echo(f"Logs: {workdir}/ (worker.log, flower.log, services.log: the "
+                       "simulator and the webhook receiver)")
 
-        processes.append(_spawn(["worker", f"--concurrency={concurrency}"], env))
-        flower_port = free_port() if _port_busy(5555) else 5555
-        user, password = "monitao", secrets.token_urlsafe(18)
-        flower_env = dict(env, MONITAO_PD_FLOWER_USER=user, MONITAO_PD_FLOWER_PASSWORD=password)
-        processes.append(_spawn(["flower", f"--port={flower_port}"], flower_env))
-        flower_url = f"http://127.0.0.1:{flower_port}"
-
-        if sample_to:
-            _demo(settings, sample_to, sim if demo else None)
-        else:
-            click.echo("Your MONITAO_PD_CONFIG is set: no sample sent (use --sample-to NAME).")
-        click.echo(f"\nFlower: {flower_url}  user: {user}  password: {password}")
-        click.echo("(the password is shown once; it lasts as long as this run)")
-        if exit_after_demo:
-            return 0
-        click.echo("Fleet running. Press Ctrl-C to stop.")
-        try:
-            while all(p.poll() is None for p in processes):
-                time.sleep(0.5)
-            click.echo("a fleet process exited; stopping", err=True)
+            if sample_to:
+                _demo(settings, sample_to, sim if demo else None)
+            else:
+                click.echo("Your MONITAO_PD_CONFIG is set: no sample sent "
+                           "(use --sample-to NAME).")
+            click.echo(f"\nFlower: http://127.0.0.1:{flower_port}  user: {user}  "
+                       f"password: {password}")
+            click.echo("(the password is shown once; it lasts as long as this run)")
+            if exit_after_demo:
+                return 0
+            click.echo(_how_to_use(settings, sim))
+            click.echo("Fleet running. Press Ctrl-C to stop.")
+            running = True
+            exited = _wait_for_an_exit(processes)
+            _report_exit(exited)
             return 1
-        except KeyboardInterrupt:
-            click.echo("\nstopping")
-            return 0
-    return 0
+    except KeyboardInterrupt:
+        # The ExitStack stopped everything (its first callback ignores further Ctrl-Cs).
+        click.echo(f"stopped; logs kept in {workdir}" if workdir else "stopped")
+        return 0 if running else 130
 
 
 def _ensure_redis(settings: Settings, stack: ExitStack) -> str:
     try:
         redis_client(settings).close()
-        click.echo(f"Redis: {settings.redis_url}")
+        click.echo(f"Redis: {redact_url(settings.redis_url)}")
         return settings.redis_url
     except RedisUnavailableError:
         if settings.redis_url != defaults.REDIS_URL:
@@ -128,6 +166,26 @@ def _ensure_redis(settings: Settings, stack: ExitStack) -> str:
     click.echo(f"Redis: nothing at {defaults.REDIS_URL}; started an embedded one at "
                f"{embedded.url}")
     return embedded.url
+
+
+@contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """This process's log records (the simulator's, the webhook receiver's) and warnings
+    go to `path` instead of the terminal, for the duration."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _random_routing_key() -> str:
@@ -148,9 +206,14 @@ source = "MoniTao"
     return path
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=env,
-                            start_new_session=True)
+def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> FleetProcess:
+    # -P: nothing is imported from the directory `make run` was started in.
+    log = workdir / f"{name}.log"
+    with log.open("ab") as sink:
+        process = subprocess.Popen([sys.executable, "-P", "-m", "cli.main", name, *args],
+                                   env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return FleetProcess(name, process, log)
 
 
 def _port_busy(port: int) -> bool:
@@ -160,17 +223,78 @@ def _port_busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for process in processes:
+def _stop_all(processes: list[FleetProcess]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    for fleet_process in processes:
+        if fleet_process.process.poll() is None:
+            os.killpg(fleet_process.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for fleet_process in processes:
+        process = fleet_process.process
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
+
+
+def _delete_keys(settings: Settings, redis_url: str, prefix: str) -> None:
+    """Delete every key under the demo's prefix at `redis_url`: its state and the broker's."""
+    client = redis_client(settings, url=redis_url, check=False)
+    try:
+        keys = list(client.scan_iter(match=Keyspace(prefix).pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start:start + 500])
+    except redis.RedisError as exc:
+        click.echo(f"could not delete the demo's keys under {prefix!r} "
+                   f"({exc.__class__.__name__})", err=True)
+    finally:
+        client.close()
+
+
+def _wait_for_an_exit(processes: list[FleetProcess]) -> FleetProcess:
+    while True:
+        for fleet_process in processes:
+            if fleet_process.process.poll() is not None:
+                return fleet_process
+        time.sleep(0.5)
+
+
+def _report_exit(exited: FleetProcess) -> None:
+    click.echo(f"{exited.name} exited (status {exited.process.returncode}); stopping the "
+               f"fleet. The end of {exited.log}:", err=True)
+    lines = exited.log.read_text(encoding="utf-8", errors="replace").splitlines()
+    for line in lines[-LOG_TAIL_LINES:]:
+        click.echo(f"  {line}", err=True)
+
+
+def _how_to_use(settings: Settings, sim: Simulator) -> str:
+    """The `export` lines that point the CLI at this fleet, and how to make it fail."""
+    command = Path(sys.executable).with_name("monitao-pd")
+    shown = os.path.relpath(command) if command.is_relative_to(Path.cwd()) else str(command)
+    url = settings.redis_url
+    exports = [
+        f"  export MONITAO_PD_REDIS_URL={shlex.quote(url)}" if redact_url(url) == url else
+        f"  export MONITAO_PD_REDIS_URL=...   # yours, {redact_url(url)}",
+        f"  export MONITAO_PD_KEY_PREFIX={shlex.quote(settings.key_prefix)}",
+    ]
+    if settings.config is not None:
+        exports.append(f"  export MONITAO_PD_CONFIG={shlex.quote(str(settings.config))}")
+    faults = f"{sim.url}/_sim/faults"
+    return "\n".join([
+        "",
+        "To use the CLI against this fleet, in another terminal:",
+        *exports,
+        f"  {shown} status            # or first: source .venv/bin/activate",
+        f"  {shown} send --action trigger --monitor-id 7 --incident-id 1 --summary test",
+        f"  {shown} timeline 1",
+        "To see retries and dead letters, make the simulated PagerDuty fail, then send:",
+        f"  curl -X POST {faults} -d '{{\"force_status\": 500}}'   # retried, backing off",
+        f"  curl -X POST {faults} -d '{{\"force_status\": 400}}'   # dead-lettered",
+        f"  curl -X POST {faults} -d '{{\"force_status\": null}}'  # accepted again",
+        f"  {shown} dlq list",
+        "",
+    ])
 
 
 def _demo(settings: Settings, destination: str, sim: Simulator | None) -> None:

@@ -10,12 +10,14 @@ import click
 
 from config.errors import InvalidEventError
 from producer import AlertProducer
+from producer.event import MAX_DETAILS_DEPTH
 
 BATCH = 500
 
 
 @click.command()
-@click.option("--file", "file_", type=click.File("r"), help="JSON lines of events ('-' = stdin)")
+@click.option("--file", "file_", type=click.File("rb"),
+              help="JSON lines of events, UTF-8 ('-' = stdin)")
 @click.option("--action", type=click.Choice(["trigger", "acknowledge", "resolve"]))
 @click.option("--monitor-id")
 @click.option("--incident-id")
@@ -31,7 +33,7 @@ BATCH = 500
 @click.option("--incident-url")
 @click.option("--occurred-at", help="ISO 8601 time; default now")
 @click.option("--details", help="a JSON object of free-form details")
-def send(file_: IO[str] | None, **flags: Any) -> int:
+def send(file_: IO[bytes] | None, **flags: Any) -> int:
     """Enqueue alert events; print one event id per line.
 
     With --file, each invalid line is reported with its line number and the valid ones
@@ -44,9 +46,10 @@ def send(file_: IO[str] | None, **flags: Any) -> int:
     event = {k: v for k, v in flags.items() if v is not None}
     if "details" in event:
         try:
-            event["details"] = json.loads(event["details"])
-        except ValueError as exc:
-            raise click.UsageError(f"--details: not valid JSON ({exc})") from None
+            event["details"] = _parse_json(event["details"])
+        except InvalidEventError as exc:
+            raise click.UsageError(f"--details: {exc.problems[0].removeprefix('event: ')}"
+                                   ) from None
     with AlertProducer() as producer:
         try:
             click.echo(producer.send(event))
@@ -57,7 +60,7 @@ def send(file_: IO[str] | None, **flags: Any) -> int:
     return 0
 
 
-def _send_file(stream: IO[str]) -> int:
+def _send_file(stream: IO[bytes]) -> int:
     refused = 0
     with AlertProducer() as producer:
         batch: list[Any] = []
@@ -79,11 +82,25 @@ def _send_file(stream: IO[str]) -> int:
     return 1 if refused else 0
 
 
-def _decode(line: str) -> Any:
+def _decode(line: bytes) -> Any:
     try:
-        return json.loads(line)
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEventError([
+            f"event: not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+        ]) from None
+    return _parse_json(text)
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise InvalidEventError([f"event: not valid JSON ({exc.args[0]})"]) from None
+    except RecursionError:
+        raise InvalidEventError([
+            f"event: nested too deeply to read (details may nest {MAX_DETAILS_DEPTH} levels)"
+        ]) from None
 
 
 def _flush(producer: AlertProducer, batch: list[Any]) -> None:

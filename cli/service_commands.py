@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
+from pathlib import Path
 
 import click
 
 from cli.formatting import table
 from config import defaults
+from config.connections import refuse_misconfigured_redis
 from config.destinations import load_destinations
 from config.errors import ConfigurationError
-from config.settings import load_settings
+from config.settings import Settings, load_settings
+
+# Flower's configuration file, and the variable it reads the basic-auth credentials from.
+FLOWER_CONF = Path(__file__).resolve().with_name("flower_conf.py")
+FLOWER_CREDENTIALS = "MONITAO_PD_FLOWER_CREDENTIALS"
+# Where the project's packages are installed (the repository, for an editable install).
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @click.command()
@@ -28,6 +35,7 @@ def worker(concurrency: int | None, pool: str | None, name: str | None,
 
     settings = load_settings()
     destinations = load_destinations(settings.config)  # fail fast on bad configuration
+    refuse_misconfigured_redis(settings)  # a Redis that is down is waited for, not refused
     app = create_app(settings, destinations)
     argv = [
         "worker",
@@ -80,8 +88,9 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
     settings = load_settings()
     env = dict(os.environ)
     if settings.flower_user and settings.flower_password:
-        # Through the environment, not argv: argv is visible to every user in `ps`.
-        env["FLOWER_BASIC_AUTH"] = (
+        # Through the environment, not argv (visible to every user in `ps`), and read by
+        # FLOWER_CONF whole: Flower splits FLOWER_BASIC_AUTH and --basic-auth on commas.
+        env[FLOWER_CREDENTIALS] = (
             f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
         )
     elif not (no_auth_on_localhost and address == "127.0.0.1"):
@@ -89,9 +98,22 @@ def flower(address: str, port: int, no_auth_on_localhost: bool) -> int:
             "MONITAO_PD_FLOWER_USER and MONITAO_PD_FLOWER_PASSWORD are required "
             "(or bind to 127.0.0.1 with --no-auth-on-localhost)"
         ])
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-               f"--address={address}", f"--port={port}"]
-    return subprocess.call(command, env=env)
+    refuse_misconfigured_redis(settings)
+    env.update(_absolute_paths(settings))
+    # `python -m` puts the working directory first on sys.path, `celery -A` imports the app
+    # with it there too, and Flower reads ./flowerconfig.py: a celery.py or flowerconfig.py
+    # wherever this command is run from would run with Flower's credentials. So: -P, our
+    # own --conf, and the directory the project's code is installed in.
+    command = [sys.executable, "-P", "-m", "celery", "-A", "worker.app", "flower",
+               f"--conf={FLOWER_CONF}", f"--address={address}", f"--port={port}"]
+    os.chdir(CODE_ROOT)
+    os.execve(sys.executable, command, env)  # Flower takes this process (and its signals)
+
+
+def _absolute_paths(settings: Settings) -> dict[str, str]:
+    """The settings that are paths, made absolute for a process in another directory."""
+    return {f"MONITAO_PD_{name.upper()}": str(Path(value).resolve())
+            for name, value in settings if isinstance(value, Path)}
 
 
 @click.group()

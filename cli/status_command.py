@@ -29,17 +29,20 @@ DEFAULT_PING_TIMEOUT = 1.0
 
 def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                  ping: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`."""
+    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`.
+
+    Raises `ConfigurationError` for invalid settings or destinations file.
+    """
+    # An invalid destinations file is a configuration error (exit 2), not "OK": the workers
+    # reading it would not start.
+    destinations = configured_destinations(settings)
     client = redis_client(settings)
-    try:
-        destinations = configured_destinations(settings)
-        config_error = None
-    except ConfigurationError as exc:
-        destinations, config_error = None, "; ".join(exc.problems)
     broker: redis.Redis | None = client
     if settings.celery_broker_url != settings.redis_url:
         try:
             broker = redis_client(settings, url=settings.celery_broker_url, timeout=ping_timeout)
+        except ConfigurationError:
+            raise
         except Exception:  # noqa: BLE001 - the queue length is then unknown, not fatal
             broker = None
     state = read_state(client, Keyspace(settings.key_prefix), destinations,
@@ -56,7 +59,6 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                                        f"({exc.__class__.__name__})")
     else:
         result["workers_error"] = "not asked"
-    result["config_error"] = config_error
     age = state.oldest_pending_age_seconds
     result["max_pending_age_seconds"] = max_age
     result["healthy"] = age is None or age <= max_age

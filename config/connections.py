@@ -81,10 +81,32 @@ def redis_client(
         try:
             client = redis.Redis.from_url(url, **options)
         except ValueError as exc:
-            raise RedisUnavailableError(f"invalid Redis URL {redact_urls(url)!r}: {exc}") from None
+            raise ConfigurationError([
+                f"{_variable_of(url, config)}: invalid Redis URL {redact_urls(url)!r}: {exc}"
+            ]) from None
     if check:
-        ping(client, url)
+        ping(client, url, variable=_variable_of(url, config))
     return client
+
+
+def _variable_of(url: str, settings: Settings | None) -> str:
+    if settings is not None and url == settings.broker_url and url != settings.redis_url:
+        return "MONITAO_PD_BROKER_URL"
+    return "MONITAO_PD_REDIS_URL"
+
+
+def refuse_misconfigured_redis(settings: Settings, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Connect once to the state Redis and the broker; raise `ConfigurationError` if either
+    refuses the connection (a database the server does not have).
+
+    A Redis that does not answer passes: long-running processes wait for it. This is for
+    them, at start-up, so a wrong URL stops them at once instead of retrying for ever.
+    """
+    for url in dict.fromkeys((settings.redis_url, settings.celery_broker_url)):
+        try:
+            redis_client(settings, url=url, timeout=timeout).close()
+        except RedisUnavailableError:
+            continue
 
 
 def redis_tls_options(settings: Settings | None) -> dict[str, Any]:
@@ -235,11 +257,34 @@ def redact_urls(url: str) -> str:
     return redact_url(url)
 
 
-def ping(client: redis.Redis, url: str) -> None:
-    """Raise `RedisUnavailableError` naming the URL (password hidden) if Redis is silent."""
+def ping(client: redis.Redis, url: str, *, variable: str = "MONITAO_PD_REDIS_URL") -> None:
+    """Raise `RedisUnavailableError` naming the URL (password hidden) if Redis is silent.
+
+    A server that answers but refuses the connection's set-up (a database index beyond its
+    `databases`), or that is not Redis at all, is a `ConfigurationError` naming `variable`:
+    retrying cannot help.
+    """
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailableError(
             f"cannot reach Redis at {redact_urls(url)} ({exc.__class__.__name__}: {exc})"
         ) from None
+    except (redis.ResponseError, redis.exceptions.InvalidResponse) as exc:
+        raise refused_configuration(variable, url, exc) from None
+
+
+def refused_configuration(variable: str, url: str, exc: Exception) -> ConfigurationError:
+    """The configuration error for a Redis at `url` that refused to set up a connection."""
+    if "DB index is out of range" in str(exc):
+        return ConfigurationError([
+            f"{variable}: Redis at {redact_urls(url)} has no such database (DB index is out "
+            "of range: the server's `databases` setting, 16 by default, bounds it)"
+        ])
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return ConfigurationError([
+            f"{variable}: what answers at {redact_urls(url)} is not Redis ({exc})"])
+    return ConfigurationError([
+        f"{variable}: Redis at {redact_urls(url)} refused the connection "
+        f"({exc.__class__.__name__}: {exc})"
+    ])

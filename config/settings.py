@@ -31,7 +31,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MONITAO_PD_", extra="ignore", frozen=True)
 
-    redis_url: str = Field(defaults.REDIS_URL, description="Redis holding the fleet's state")
+    redis_url: str = Field(default_factory=lambda: defaults.REDIS_URL,  # read at each load
+                           description="Redis holding the fleet's state")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
     key_prefix: str = Field(defaults.KEY_PREFIX, min_length=1, max_length=64)
     config: Path | None = Field(None, description="path of the destinations TOML file")
@@ -172,6 +173,8 @@ class Settings(BaseSettings):
                     parse_sentinel_url(url)
                 except ValueError as exc:
                     problems.append(f"MONITAO_PD_{name}: {exc}")
+            elif url and (problem := redis_url_problem(url)):
+                problems.append(f"MONITAO_PD_{name}: {problem}")
         if sentinel and not self.redis_sentinel_master:
             problems.append(
                 f"MONITAO_PD_REDIS_SENTINEL_MASTER is required when {' and '.join(sentinel)} "
@@ -227,6 +230,10 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> lis
         loc = ".".join(str(part) for part in error["loc"])
         name = f"{env_prefix}{loc.upper()}" if env_prefix and loc else (loc or "settings")
         message = error["msg"].removeprefix("Value error, ")
+        if not loc and env_prefix and message.startswith(env_prefix):
+            # a cross-field check whose problems already name their variables
+            lines.extend(message.split("; "))
+            continue
         value = error.get("input")
         if isinstance(value, str) and loc.endswith("url"):
             value = redact_url(value)
@@ -251,6 +258,36 @@ SENTINEL_PORT = 26379
 def is_sentinel_url(url: str) -> bool:
     """Whether `url` names Redis Sentinels (Celery's `sentinel://h1:26379;sentinel://h2` form)."""
     return url.startswith("sentinel://")
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes a `redis://`, `rediss://` or `unix://` URL unusable, or None if nothing.
+
+    Caught here, at start-up, rather than as a traceback from redis-py or kombu at the first
+    command: a malformed URL, an invalid port, no host, or a database that is not a number
+    (redis-py would quietly use database 0 where kombu refuses).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in REDIS_SCHEMES:
+        # not echoed: without a scheme, a password in it would not be recognised and hidden
+        got = f"scheme {parts.scheme + '://'!r}" if "://" in url else "no scheme"
+        return ("must be redis://host[:port][/db], rediss://..., unix://path or "
+                f"sentinel://... ({got})")
+    if parts.scheme == "unix":
+        return None if parts.path else f"{redact_url(url)!r} names no socket path"
+    if not parts.hostname:
+        return f"{redact_url(url)!r} names no host (redis://host[:port][/db])"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"database {database!r} in {redact_url(url)!r} is not a number"
+    return None
 
 
 def parse_sentinel_url(url: str) -> SentinelURL:

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from config.errors import InvalidEventError
 from config.text import printable
@@ -20,6 +20,10 @@ MAX_ID_LENGTH = 100
 # A generous bound on free-form details, far below PagerDuty's 512 KB body limit.
 MAX_DETAILS_BYTES = 64 * 1024
 MAX_SUMMARY_LENGTH = 64 * 1024
+# How deep `details` may nest objects and arrays (the object itself is level 1). The worker
+# reads a stored event with pydantic's JSON parser, which gives up past 200 levels; real
+# details are a few levels deep, and a low bound keeps far from that edge.
+MAX_DETAILS_DEPTH = 32
 
 
 class AlertEvent(BaseModel):
@@ -39,7 +43,8 @@ class AlertEvent(BaseModel):
     action: Action
     monitor_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
     incident_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
-    summary: str | None = Field(None, min_length=1, max_length=MAX_SUMMARY_LENGTH)
+    summary: str | None = Field(None, min_length=1, max_length=MAX_SUMMARY_LENGTH,
+                                validate_default=True)
     level: str = Field("critical", min_length=1, max_length=64)
     monitor_name: str | None = Field(None, max_length=1024)
     url: str | None = Field(None, max_length=2048)
@@ -49,6 +54,15 @@ class AlertEvent(BaseModel):
     incident_url: str | None = Field(None, max_length=2048, pattern=r"^https?://\S+$")
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _details_shallow(cls, value: object) -> object:
+        # Before anything else walks it: json.dumps and the worker's parser recurse.
+        if nesting_depth(value, MAX_DETAILS_DEPTH) > MAX_DETAILS_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_DETAILS_DEPTH} levels of objects and "
+                             f"arrays (MAX_DETAILS_DEPTH), more than the worker can read")
+        return value
 
     @field_validator("monitor_id", "incident_id", mode="before")
     @classmethod
@@ -71,11 +85,14 @@ class AlertEvent(BaseModel):
             raise ValueError(f"is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} allowed")
         return value
 
-    @model_validator(mode="after")
-    def _trigger_has_summary(self) -> AlertEvent:
-        if self.action == "trigger" and not self.summary:
-            raise ValueError("summary: required for a trigger")
-        return self
+    @field_validator("summary", mode="after")
+    @classmethod
+    def _trigger_has_summary(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field check (not a model check), so it is reported beside the other fields'
+        # problems; `action` is validated first, being declared first.
+        if value is None and info.data.get("action") == "trigger":
+            raise ValueError("required for a trigger")
+        return value
 
     @property
     def dedup_key(self) -> str:
@@ -115,11 +132,35 @@ def describe_event_errors(exc: ValidationError) -> list[str]:
         if ": " in message and field == "event":
             field, _, message = message.partition(": ")
         value = error.get("input")
-        shown = "" if isinstance(value, dict | list) or error["type"] == "missing" else (
+        omitted = error["type"] == "missing" or (value is None and error["type"] == "value_error")
+        shown = "" if isinstance(value, dict | list) or omitted else (
             f" (got {_short(value)})"
         )
         problems.append(f"{field}: {message}{shown}")
     return problems
+
+
+def nesting_depth(value: object, limit: int) -> int:
+    """How many levels of dicts and lists (or tuples) `value` nests, without recursion.
+
+    Counting stops once past `limit`, so a self-referencing or absurdly deep value costs
+    little. A scalar is 0 levels; `{}` is 1; `{"a": [1]}` is 2.
+    """
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -21,6 +21,8 @@ from worker.broker import publish_deliveries
 log = logging.getLogger(__name__)
 
 
+def _names(problems: list[str], field: str) -> bool:
+    return any(problem.startswith(f"{field}: ") for problem in problems)
 
 
 class AlertProducer:
@@ -54,28 +56,39 @@ class AlertProducer:
         self.celery = celery_app
 
     def prepare(self, event: AlertEvent | dict[str, Any]) -> AlertEvent:
-        """Validate an event and bind it to its destination; raise `InvalidEventError`."""
-        event = parse_event(event)
-        name = event.destination
-        if name is None:
-            if len(self.destinations) != 1:
-                raise InvalidEventError([
-                    "destination: required when several destinations are configured "
-                    f"({', '.join(sorted(self.destinations))})"
-                ])
-            name = next(iter(self.destinations))
-        destination = self.destinations.get(name)
-        if destination is None:
-            raise UnknownDestinationError([
-                f"destination: unknown destination {name!r} "
-                f"(configured: {', '.join(sorted(self.destinations))})"
-            ])
-        if event.level not in destination.severity_map:
-            raise InvalidEventError([
-                f"level: {event.level!r} is not in destination {name!r}'s severity_map "
-                f"({', '.join(sorted(destination.severity_map))})"
-            ])
-        return event if event.destination == name else event.model_copy(
+        """Validate an event and bind it to its destination; raise `InvalidEventError`
+        naming every problem: the event's fields, its destination and its level."""
+        try:
+            parsed: AlertEvent | None = parse_event(event)
+            problems: list[str] = []
+        except InvalidEventError as exc:
+            if not isinstance(event, dict):
+                raise
+            parsed, problems = None, list(exc.problems)
+        fields: dict[str, Any] = parsed.model_dump() if parsed is not None else dict(event)
+        name = fields.get("destination")
+        unknown = False
+        if not _names(problems, "destination"):
+            if name is None and len(self.destinations) == 1:
+                name = next(iter(self.destinations))
+            elif name is None:
+                problems.append("destination: required when several destinations are "
+                                f"configured ({', '.join(sorted(self.destinations))})")
+            elif name not in self.destinations:
+                unknown = True
+                problems.append(f"destination: unknown destination {name!r} "
+                                f"(configured: {', '.join(sorted(self.destinations))})")
+        destination = self.destinations.get(name) if isinstance(name, str) else None
+        level = fields.get("level", "critical")
+        if (destination is not None and isinstance(level, str) and not _names(problems, "level")
+                and level.strip() not in destination.severity_map):
+            problems.append(f"level: {level!r} is not in destination {name!r}'s severity_map "
+                            f"({', '.join(sorted(destination.severity_map))})")
+        if problems:
+            raise (UnknownDestinationError if unknown and len(problems) == 1
+                   else InvalidEventError)(problems)
+        assert parsed is not None and isinstance(name, str)
+        return parsed if parsed.destination == name else parsed.model_copy(
             update={"destination": name}
         )
 

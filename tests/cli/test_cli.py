@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -17,9 +13,9 @@ from cli.main import main
 from config import defaults
 from config.embedded_redis import free_port
 from config.settings import load_settings
-from tests.conftest import Fleet, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from producer.event import MAX_DETAILS_DEPTH
+from tests.conftest import Fleet
+from tests.producer.test_event import nested
 
 
 @pytest.fixture
@@ -123,6 +119,51 @@ def test_send_file_reports_bad_lines_and_sends_the_good_ones(
     assert "3 line(s) refused" in err
 
 
+def test_send_file_reports_undecodable_and_too_deep_lines_and_sends_the_rest(
+    cli_env: Path, tmp_path: Path, redis_conn, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def line(incident: int, **extra: object) -> bytes:
+        event = {"action": "resolve", "monitor_id": 1, "incident_id": incident, **extra}
+        return json.dumps(event).encode()
+
+    too_deep_to_parse = b'{"action": "resolve", "details": ' + b"[" * 100_000 + b"]" * 100_000
+    lines = [
+        line(1),
+        line(2, monitor_name="caf\u00e9").replace(b"\\u00e9", "é".encode("latin-1")),
+        line(3, details=nested(MAX_DETAILS_DEPTH + 1)),
+        too_deep_to_parse + b"}",
+        line(4),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert main(["send", "--file", str(path)]) == 1
+    captured = capsys.readouterr()
+    ids = captured.out.split()
+    assert len(ids) == 2
+    for incident, event_id in zip((1, 4), ids, strict=True):
+        assert redis_conn.lrange(
+            f"{prefix}mailbox:prod/monitao-monitor-1-incident-{incident}", 0, -1) == [event_id]
+    err = captured.err
+    assert "line 2: event: not valid UTF-8 (byte 0xe9 at column " in err
+    assert f"line 3: details: nests deeper than {MAX_DETAILS_DEPTH} levels" in err
+    assert f"line 4: event: nested too deeply to read (details may nest {MAX_DETAILS_DEPTH}" in err
+    assert "3 line(s) refused" in err and "Traceback" not in err
+
+
+def test_send_details_flag_too_deep_is_a_usage_error(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for details, code, message in (
+        ("[" * 100_000 + "]" * 100_000, 2, "--details: nested too deeply to read"),
+        (json.dumps(nested(MAX_DETAILS_DEPTH + 1)), 1, "refused: details: nests deeper than"),
+    ):
+        assert main(["send", "--action", "resolve", "--monitor-id", "1", "--incident-id", "2",
+                     "--details", details]) == code
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 def test_timeline_and_dlq_commands(
     cli_env: Path, fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -193,80 +234,3 @@ def test_run_refuses_to_replace_a_redis_the_user_configured(
     monkeypatch.setenv("MONITAO_PD_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert main(["run", "--exit-after-demo"]) == 2
     assert "cannot reach Redis" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_make_run_delivers_the_demo_incident_and_stops_everything(
-    redis_url: str, prefix: str
-) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
-    env.update(MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", "--exit-after-demo"], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=120)
-    finally:
-        kill_everything_with(prefix)
-    assert process.returncode == 0, err[-3000:]
-    table = out[out.index("Timeline of incident"):]
-    delivered = [line for line in table.splitlines() if "  delivered  " in line]
-    assert [line.split()[2] for line in delivered] == ["trigger", "resolve"]
-    # the simulated responder's acknowledgement came back through the webhook receiver
-    stages = [line.split()[1] for line in table.splitlines()[2:] if line.strip()]
-    assert stages.index("delivered") < stages.index("pagerduty_acknowledged") < (
-        stages.index("pagerduty_resolved"))
-    assert "Webhook receiver: http://127.0.0.1:" in out
-    [acknowledged] = [line for line in table.splitlines() if "pagerduty_acknowledged" in line]
-    assert "by Demo Responder, PagerDuty incident " in acknowledged
-    assert "Flower: http://127.0.0.1:" in out and "password:" in out
-    routing_key = [line for line in out.splitlines() if "MONITAO_PD_DEMO_ROUTING_KEY" in line]
-    assert not routing_key
-    leftover = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True)
-    assert leftover.stdout == b"", "run left processes behind"
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of live processes whose environment contains `marker`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def kill_everything_with(marker: str) -> None:
-    """SIGKILL every process whose environment holds `marker` (run and its children, which
-    live in sessions of their own), so a failing test leaves nothing running."""
-    for pid in processes_with(marker):
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_every_process_make_run_started(
-    redis_url: str, prefix: str, tmp_path: Path
-) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
-    env.update(MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix)
-    out = tmp_path / "run.out"
-    with out.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", "run"], cwd=REPO,
-                                   env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        wait_until(lambda: "Press Ctrl-C" in out.read_text(), timeout=120,
-                   message="the fleet to run")
-        assert len(processes_with(prefix)) >= 3  # run, its worker and Flower
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
-        wait_until(lambda: not processes_with(prefix), timeout=30,
-                   message="every process of the run to exit")
-        assert "stopping" in out.read_text()
-    finally:
-        kill_everything_with(prefix)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -22,21 +23,25 @@ REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "oncall", "correct-horse-battery-staple"
 
 
-@pytest.fixture
-def flower(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[str]:
-    """`monitao-pd flower` on a free port for the test's fleet; its base URL."""
+@contextmanager
+def running_flower(redis_url: str, prefix: str, logs: Path, *, password: str = PASSWORD,
+                   cwd: Path = REPO) -> Iterator[str]:
+    """`monitao-pd flower` on a free port for the test's fleet, run from `cwd`; its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
     env.update(MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix,
-               MONITAO_PD_FLOWER_USER=USER, MONITAO_PD_FLOWER_PASSWORD=PASSWORD)
-    log = (tmp_path / "flower.log").open("wb")
+               MONITAO_PD_FLOWER_USER=USER, MONITAO_PD_FLOWER_PASSWORD=password)
+    log_path = logs / "flower.log"
+    log = log_path.open("wb")
+    # the installed command, as a user runs it (`python -m` would import from `cwd` itself)
+    command = Path(sys.executable).with_name("monitao-pd")
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "flower", f"--port={port}"], cwd=REPO, env=env,
+        [str(command), "flower", f"--port={port}"], cwd=cwd, env=env,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def answering() -> bool:
-        assert process.poll() is None, (tmp_path / "flower.log").read_text()
+        assert process.poll() is None, log_path.read_text()
         try:
             return httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200
         except httpx.TransportError:
@@ -46,13 +51,21 @@ def flower(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[str]:
         wait_until(answering, timeout=30, message="Flower to answer")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def flower(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[str]:
+    """`monitao-pd flower` on a free port for the test's fleet; its base URL."""
+    with running_flower(redis_url, prefix, tmp_path) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -107,3 +120,26 @@ def test_flower_refuses_to_start_without_credentials(
         assert "Traceback" not in err
     monkeypatch.setenv("MONITAO_PD_FLOWER_USER", "only-a-user")
     assert main(["flower", "--address", "0.0.0.0"]) == 2
+
+
+def test_a_password_with_commas_is_the_whole_password_and_nothing_runs_from_the_cwd(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # Flower splits FLOWER_BASIC_AUTH on ',': "S3cret,Tail" was refused and both halves let
+    # in. And `python -m celery` (and `celery -A`, and Flower's ./flowerconfig.py) ran code
+    # from the directory the command was started in, with the credentials in its environment.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    ran = tmp_path / "ran"
+    for name in ("celery", "flowerconfig", "worker"):
+        (cwd / f"{name}.py").write_text(
+            f"open({str(ran)!r}, 'a').write('{name} ')\n", encoding="utf-8")
+    password = "S3cret,Tail,with,commas"
+    with running_flower(redis_url, prefix, tmp_path, password=password, cwd=cwd) as url:
+        def status(secret: str) -> int:
+            return httpx.get(f"{url}/api/workers", auth=(USER, secret), timeout=5).status_code
+
+        assert status(password) == 200
+        for part in ("S3cret", "Tail", "with", "commas", "S3cret,Tail"):
+            assert status(part) == 401, part
+    assert not ran.exists(), f"ran from the working directory: {ran.read_text()}"

@@ -306,3 +306,37 @@ def test_celery_broker_url_prefers_broker_url(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MONITAO_PD_BROKER_URL", "redis://broker:6379/5")
     settings = load_settings(redis_url="redis://cache:6379/2")
     assert settings.celery_broker_url == "redis://broker:6379/5"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://cache:6379/zero", "database 'zero' in 'redis://cache:6379/zero' is not a number"),
+    ("redis://:s3cret@cache:6379/x", "database 'x' in 'redis://:***@cache:6379/x' is not a"),
+    ("redis://cache:port/0", "not a valid URL (Port could not be cast"),
+    ("redis://cache:99999/0", "not a valid URL (Port out of range"),
+    ("redis://[::1/0", "not a valid URL (Invalid IPv6 URL)"),
+    ("redis:/cache", "'redis:/cache' names no host"),
+    ("http://cache:6379/0", "must be redis://host[:port][/db], rediss://..., unix://path or "
+                            "sentinel://... (scheme 'http://')"),
+    ("cache:6379", "must be redis://host[:port][/db], rediss://"),
+    (":s3cret@cache:6379", "must be redis://host[:port][/db], rediss://...,"),
+    ("unix://", "'unix://' names no socket path"),
+])
+@pytest.mark.parametrize("variable", ["REDIS_URL", "BROKER_URL"])
+def test_a_malformed_redis_url_is_refused_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str, problem: str
+) -> None:
+    monkeypatch.setenv(f"MONITAO_PD_{variable}", url)
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_settings()
+    [line] = excinfo.value.problems
+    assert line.startswith(f"MONITAO_PD_{variable}: {problem}")
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("url", [
+    "redis://cache", "redis://cache:6380", "redis://cache:6379/", "redis://u:p@cache:6379/15",
+    "rediss://cache:6380/1?ssl_cert_reqs=required", "unix:///var/run/redis.sock",
+    "redis://[::1]:6379/0",
+])
+def test_well_formed_redis_urls_are_accepted(url: str) -> None:
+    assert load_settings(redis_url=url).redis_url == url

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from config.errors import InvalidEventError
-from producer.event import MAX_DETAILS_BYTES, AlertEvent, parse_event
+from producer.event import (
+    MAX_DETAILS_BYTES,
+    MAX_DETAILS_DEPTH,
+    AlertEvent,
+    nesting_depth,
+    parse_event,
+)
 
 
 def trigger(**fields: Any) -> dict[str, Any]:
@@ -264,3 +270,66 @@ def test_json_round_trip(data: dict[str, Any]) -> None:
     assert again == event
     assert again.dedup_key == event.dedup_key
     assert AlertEvent.from_json(raw.encode()) == event
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A `details` object `depth` levels deep, objects and arrays alternating."""
+    value: Any = 1
+    for level in range(depth, 0, -1):
+        value = [value] if level % 2 == 0 else {"k": value}
+    return value
+
+
+def test_nesting_depth_counts_objects_and_arrays_without_recursion() -> None:
+    assert nesting_depth("text", 5) == 0
+    assert nesting_depth({}, 5) == 1
+    assert nesting_depth({"a": [1, {"b": 2}]}, 5) == 3
+    deep: Any = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    assert nesting_depth(deep, 5) == 6  # stops counting past the limit
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    assert nesting_depth(loop, 5) == 6
+
+
+def test_details_at_the_depth_limit_are_accepted_and_read_back_as_the_worker_reads() -> None:
+    details = nested(MAX_DETAILS_DEPTH)
+    assert nesting_depth(details, 10**6) == MAX_DETAILS_DEPTH
+    event = parse_event(trigger(details=details))
+    # what the worker does with a stored event: pydantic's JSON parser, which gives up past
+    # 200 levels (the 220-level event that send() accepted was dead-lettered as malformed)
+    assert AlertEvent.from_json(event.to_json()).details == details
+
+
+@pytest.mark.parametrize("depth", [MAX_DETAILS_DEPTH + 1, 220, 256, 5_000, 200_000])
+def test_details_deeper_than_the_limit_are_refused_naming_it(depth: int) -> None:
+    deep: Any = {"leaf": 1}
+    for _ in range(depth - 1):
+        deep = {"a": deep}
+    (problem,) = refused(trigger(details=deep))
+    assert problem == (f"details: nests deeper than {MAX_DETAILS_DEPTH} levels of objects and "
+                       "arrays (MAX_DETAILS_DEPTH), more than the worker can read")
+
+
+def test_self_referencing_details_are_refused_not_a_crash() -> None:
+    loop: dict[str, Any] = {}
+    loop["again"] = [loop]
+    (problem,) = refused(trigger(details=loop))
+    assert problem.startswith("details: nests deeper than")
+
+
+def test_every_problem_is_listed_the_missing_summary_too() -> None:
+    problems = refused(trigger(summary=..., monitor_id="has space", status_code=1000,
+                               details=nested(MAX_DETAILS_DEPTH + 5)))
+    assert [p.split(":", 1)[0] for p in problems] == [
+        "monitor_id", "summary", "status_code", "details"]
+    assert "summary: required for a trigger" in problems
+
+
+def test_invalid_event_error_is_importable_from_producer() -> None:
+    import producer
+
+    assert producer.InvalidEventError is InvalidEventError
+    assert "InvalidEventError" in producer.__all__
+    assert all(hasattr(producer, name) for name in producer.__all__)
