@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from config import defaults
 from config.destinations import Destination
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace
 from config.maintenance import MaintenanceWindow, active_window
 from worker.admission import NOW
@@ -142,7 +143,7 @@ return found
 
 def _change_window(client: redis.Redis, keys: Keyspace, window_id: str, stored: str,
                    destination: str) -> tuple[int, int]:
-    changed, woken = client.register_script(CHANGE_WINDOW)(
+    changed, woken = IdempotentScript(client, CHANGE_WINDOW, keys)(
         keys=_change_keys(keys, window_id),
         args=[window_id, stored, destination, keys.maintenance_of(""),
               defaults.MAINTENANCE_CHANGES_KEPT],
@@ -166,7 +167,7 @@ def add_windows(client: redis.Redis, keys: Keyspace, windows: Iterable[Maintenan
                 *, per_round_trip: int = 1000) -> None:
     """Store many run-time windows, `per_round_trip` scripts per round trip (each one
     `add_window`, so each is atomic on its own)."""
-    change = client.register_script(CHANGE_WINDOW)
+    change = IdempotentScript(client, CHANGE_WINDOW, keys)
     pipe = client.pipeline(transaction=False)
     for count, window in enumerate(windows, start=1):
         change(keys=_change_keys(keys, window.id),

@@ -288,3 +288,20 @@ def test_webhook_scripts_sent_twice_answer_as_they_did(settings: Settings,
            args=["g", entry_id, 60_000, entry, "k", 60_000])
     assert redis_conn.xlen(keys.timeline("w")) == 1  # one entry, not two
     assert_same_answers(client)
+
+
+def test_a_maintenance_change_sent_twice_answers_as_it_did(settings: Settings,
+                                                          redis_conn: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from config.maintenance import MaintenanceWindow
+    from worker.maintenance import add_window, remove_window
+
+    client, keys = twice(redis_conn), Keyspace(settings.key_prefix)
+    now = datetime.now(UTC)
+    add_window(client, keys, MaintenanceWindow(
+        id="w1", destination="prod", start=now, end=now + timedelta(hours=1), mode="hold"))
+    redis_conn.sadd(keys.maintenance_held("w1"), "prod/a")
+    redis_conn.zadd(keys.schedule, {"prod/a": 10**13})
+    assert remove_window(client, keys, "w1") == 1  # not None ("no such window") nor 0 woken
+    assert_same_answers(client)
