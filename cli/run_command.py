@@ -16,6 +16,7 @@ exit (the broker's included).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -52,6 +53,8 @@ DELIVERY_TIMEOUT = 90.0
 DEMO_DESTINATION = "demo"
 # How long the processes get to stop after SIGTERM before they are killed.
 STOP_TIMEOUT = 20.0
+# Flower's own default port: the demo takes it when it is free.
+FLOWER_PORT = 5555
 # Lines of a process's log shown when it exits on its own.
 LOG_TAIL_LINES = 20
 
@@ -123,7 +126,7 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
             processes: list[FleetProcess] = []
             stack.callback(_stop_all, processes)
             processes.append(_spawn("worker", [f"--concurrency={concurrency}"], env, workdir))
-            flower_port = free_port() if _port_busy(5555) else 5555
+            flower_port = _flower_port(stack)
             user, password = "monitao", secrets.token_urlsafe(18)
             flower_env = dict(env, MONITAO_PD_FLOWER_USER=user,
                               MONITAO_PD_FLOWER_PASSWORD=password)
@@ -214,6 +217,19 @@ def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Fl
                                    env=env, stdin=subprocess.DEVNULL, stdout=sink,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     return FleetProcess(name, process, log)
+
+
+def _flower_port(stack: ExitStack) -> int:
+    """Flower's usual port when this run can have it, else a free one. A lock held for the
+    run's lifetime settles which of two runs started together gets it (both would see it
+    free, and the second Flower would die on it)."""
+    lock = (Path(tempfile.gettempdir()) / f"monitao-pd-run-port-{FLOWER_PORT}.lock").open("a")
+    stack.callback(lock.close)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return free_port()
+    return free_port() if _port_busy(FLOWER_PORT) else FLOWER_PORT
 
 
 def _port_busy(port: int) -> bool:
