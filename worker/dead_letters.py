@@ -70,6 +70,11 @@ class Filters:
     since_ms: int | None = None  # dead-lettered at or after
     until_ms: int | None = None  # dead-lettered at or before
 
+    def __post_init__(self) -> None:
+        if self.since_ms is not None and self.until_ms is not None and (
+                self.since_ms > self.until_ms):
+            raise InvalidInputError(["since: is after until"])
+
     def matches(self, letter: Mapping[str, Any]) -> bool:
         """Whether a described dead letter passes the destination and reason criteria."""
         if self.destination is not None and letter["destination"] != self.destination:

@@ -49,15 +49,18 @@ def listing(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Dest
     ends if active now, else None) and `holding` (keys a run-time window holds; None for a
     configured one)."""
     now = now or datetime.now(UTC)
-    rows = []
-    for window in all_windows(client, keys, destinations.values()):
-        until = window.active_until(now)
-        rows.append(dict(window.model_dump(mode="json"),
-                         when=window.describe(),
-                         active_until=until.isoformat() if until else None,
-                         holding=held_keys(client, keys, window.id)
-                         if window.origin == "runtime" else None))
-    return rows
+    return [row(client, keys, window, now)
+            for window in all_windows(client, keys, destinations.values())]
+
+
+def row(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow,
+        now: datetime | None = None) -> dict[str, Any]:
+    """One window as `listing` shows it."""
+    until = window.active_until(now or datetime.now(UTC))
+    return dict(window.model_dump(mode="json"), when=window.describe(),
+                active_until=until.isoformat() if until else None,
+                holding=held_keys(client, keys, window.id) if window.origin == "runtime"
+                else None)
 
 
 def remove(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Destination],
