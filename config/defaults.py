@@ -126,9 +126,10 @@ API_SEND_TEST_MAX_TIMEOUT_SECONDS = 120.0
 
 # The intake stream's consumer group (one for the fleet: every worker's consumer in it).
 INTAKE_GROUP = "fleet"
-# Entries a consumer read but did not acknowledge for this long are claimed by another
-# (its worker died); an entry takes milliseconds, so only a dead consumer leaves one this old.
-INTAKE_CLAIM_IDLE_SECONDS = 60.0
+# One consumer at a time takes entries (so they are enqueued in stream order: a resolve
+# never overtakes its trigger), holding a lease it renews every read. A dead holder's lease
+# runs out after this; another worker's consumer then claims what it left pending.
+INTAKE_LEASE_SECONDS = 10.0
 # Entries one read takes, and how long it blocks waiting for new ones.
 INTAKE_BATCH = 200
 INTAKE_BLOCK_SECONDS = 1.0

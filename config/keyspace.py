@@ -153,3 +153,8 @@ class Keyspace:
         """Stream: alert events pushed by producers in any language (`XADD ... event JSON`),
         read by every worker's intake consumer in one consumer group."""
         return f"{self.prefix}intake"
+
+    @property
+    def intake_lease(self) -> str:
+        """String with a TTL: the token of the one intake consumer taking entries now."""
+        return f"{self.prefix}intake-lease"

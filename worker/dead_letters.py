@@ -61,6 +61,24 @@ return ARGV[2]
 """
 
 
+# KEYS: 1 event, 2 dead_letters   ARGV: 1 event_id, 2 raw, 3 origin, 4 errors (JSON list),
+#       5 last_error, 6 incident_id, 7 action
+# Files something that arrived but is not a valid event as an `invalid` dead letter, once:
+# a second call for the same id (a redelivered entry) changes nothing. Returns 1 or 0.
+INVALID = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'reason', 'invalid', 'raw', ARGV[2],
+           'origin', ARGV[3], 'errors', ARGV[4], 'last_error', ARGV[5], 'slot', '/',
+           'attempts', 0, 'enqueued_at', now, 'finished_at', now)
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'incident_id', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'action', ARGV[7]) end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Filters:
     """Which dead letters a command acts on; every given criterion must match."""
@@ -426,3 +444,18 @@ def purge_one(
         raise ConflictError(f"dead letter {event_id!r} cannot be purged: a replay of it is on "
                             f"its way (state {outcome})")
     return event_id
+
+
+def record_invalid(
+    client: redis.Redis, keys: Keyspace, event_id: str, raw: str, origin: str,
+    problems: list[str], *, incident_id: str = "", action: str = "",
+) -> bool:
+    """File what arrived as an event but is not one as an `invalid` dead letter, with its
+    raw text (at most `poison.MAX_RAW_CHARS`) and the problems; once per `event_id`.
+    Returns whether this call filed it."""
+    from worker.poison import as_text
+
+    return bool(client.eval(
+        INVALID, 2, keys.event(event_id), keys.dead_letters,  # type: ignore[misc]
+        event_id, as_text(raw), origin, json.dumps(problems), "; ".join(problems)[:500],
+        incident_id, action))
