@@ -189,17 +189,23 @@ def _read_destination(
 
 
 def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
-                 ping: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`."""
+                 ping: bool = True, destinations: Mapping[str, Destination] | None = None,
+                 client: redis.Redis | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`.
+
+    Without `destinations`, the destinations file is read (a process that holds them, as
+    the API does, passes them); without `client`, one is opened on the settings' Redis.
+    """
     from cli.formatting import duration  # the verdict's words are the status screen's
 
-    client = redis_client(settings)
-    try:
-        destinations = (load_destinations(settings.config, resolve_secrets=False)
-                        if settings.config is not None else None)
-        config_error = None
-    except ConfigurationError as exc:
-        destinations, config_error = None, "; ".join(exc.problems)
+    client = client or redis_client(settings)
+    config_error = None
+    if destinations is None:
+        try:
+            destinations = (load_destinations(settings.config, resolve_secrets=False)
+                            if settings.config is not None else None)
+        except ConfigurationError as exc:
+            config_error = "; ".join(exc.problems)
     broker: redis.Redis | None = client
     if settings.celery_broker_url != settings.redis_url:
         try:

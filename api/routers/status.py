@@ -34,7 +34,8 @@ def get_status(
     settings = services.settings
     return fleet_status(
         settings, max_age=max_age or settings.status_max_pending_age_seconds,
-        ping_timeout=DEFAULT_PING_TIMEOUT, ping=ping)
+        ping_timeout=DEFAULT_PING_TIMEOUT, ping=ping, destinations=services.destinations,
+        client=services.redis)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness (no token)",
