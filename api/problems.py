@@ -96,7 +96,12 @@ def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
 
 
 def _http_error(request: Request, exc: Exception) -> ProblemResponse:
+    # Starlette's own refusals (404 and 405 of the router) and FastAPI's 400 for a body
+    # it cannot decode; nothing of ours raises them.
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return problem(400, "the request body cannot be read",
+                       ["body: cannot be read as JSON text"])
     return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from api.models import Problem
 
 DESCRIPTIONS = {
+    400: "the request body cannot be read (not text, or not JSON)",
     401: "no token, or an unknown or revoked one",
     403: "the token lacks the scope this endpoint needs",
     404: "no such resource",

@@ -76,7 +76,7 @@ def count_dead_letters(services: ServicesDep,
     return {"counts": counts, "total": sum(counts.values())}
 
 
-@router.post("/replay", response_model=ReplayResult, responses=problems(404),
+@router.post("/replay", response_model=ReplayResult, responses=problems(400, 404, 408, 413),
              summary="Replay dead letters")
 def replay(request_body: ReplayRequest, services: ServicesDep,
            caller: Annotated[Token, require("dead-letters:write")]) -> dict[str, Any]:

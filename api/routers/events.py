@@ -53,7 +53,7 @@ async def read_json(request: Request) -> Any:
 
 
 @router.post("/events", status_code=202, response_model=EventAccepted,
-             responses=problems(408, 413), openapi_extra=_body(EVENT_SCHEMA, EXAMPLE_EVENT),
+             responses=problems(400, 408, 413), openapi_extra=_body(EVENT_SCHEMA, EXAMPLE_EVENT),
              summary="Enqueue one alert event")
 async def post_event(request: Request, services: ServicesDep,
                      _: Annotated[Token, require("events:write")]) -> EventAccepted:
@@ -64,7 +64,7 @@ async def post_event(request: Request, services: ServicesDep,
 
 
 @router.post("/events/batch", status_code=202, response_model=BatchAccepted,
-             responses=problems(408, 413),
+             responses=problems(400, 408, 413),
              openapi_extra=_body(BATCH_SCHEMA, {"events": [EXAMPLE_EVENT]}),
              summary="Enqueue up to 500 alert events, all or nothing")
 async def post_batch(request: Request, services: ServicesDep,

@@ -34,7 +34,7 @@ def list_windows(services: ServicesDep,
 
 
 @router.post("", status_code=201, response_model=MaintenanceWindowAdded,
-             responses=problems(409), summary="Add a maintenance window")
+             responses=problems(400, 408, 409, 413), summary="Add a maintenance window")
 def add_window(window: MaintenanceWindowIn, services: ServicesDep,
                _: Annotated[Token, require("maintenance:write")]) -> dict[str, Any]:
     """Every worker sees it within `MONITAO_PD_MAINTENANCE_CACHE_SECONDS`. Giving the id of
