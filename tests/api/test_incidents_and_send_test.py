@@ -43,8 +43,11 @@ def test_timeline_entries_summary_and_pages(client: httpx.Client, fleet: Fleet) 
     assert problems(missing) == ["no timeline for incident 'nope'"]
     bad = client.get("/v1/incidents/has space/timeline")
     assert bad.status_code == 422 and problems(bad)[0].startswith("incident_id: String should")
-    other = client.get("/v1/dead-letters", params={"cursor": cursor or "eA"})
-    assert other.status_code == 422
+    timeline_cursor = client.get("/v1/incidents/50/timeline",
+                                 params={"limit": 1}).json()["next_cursor"]
+    other = client.get("/v1/dead-letters", params={"cursor": timeline_cursor})
+    assert other.status_code == 422  # a timeline's cursor is no dead-letter cursor
+    assert problems(other) == ["cursor: not a cursor from a previous page (start without one)"]
 
 
 def test_send_test_delivers_a_trigger_and_its_resolve(client: httpx.Client,
