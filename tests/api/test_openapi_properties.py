@@ -23,7 +23,7 @@ from tests.conftest import Fleet
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, ignored_auth]
-EXAMPLES = 8
+EXAMPLES = 6
 
 
 @pytest.mark.slow
