@@ -143,6 +143,9 @@ class IntakeConsumer:
                 failing = True
                 self._client_id = None
                 self._stop.wait(self.block_ms / 1000 * 2)
+            except Exception:  # a bug must not end intake on this worker: log, go on
+                log.exception("intake consumer failed; retrying")
+                self._stop.wait(self.block_ms / 1000 * 2)
 
     def poll(self) -> int:
         """One turn: renew or take the lease, then process one batch; return its size.
@@ -188,9 +191,12 @@ class IntakeConsumer:
             try:
                 prepared.append(self._prepare(entry_id, fields))
             except InvalidEventError as exc:
-                raw = fields.get(EVENT_FIELD)
-                shown = raw if raw is not None else json.dumps(fields, ensure_ascii=False)
-                invalid.append((entry_id, shown, exc.problems, _labels(raw)))
+                invalid.append((entry_id, _raw(fields), exc.problems,
+                                _labels(fields.get(EVENT_FIELD))))
+            except Exception as exc:  # noqa: BLE001 - one entry must never stop intake
+                problem = f"event: cannot be validated ({type(exc).__name__}: {exc})"[:500]
+                invalid.append((entry_id, _raw(fields), [problem],
+                                _labels(fields.get(EVENT_FIELD))))
         if prepared:
             self.producer.enqueue(prepared)
         for entry_id, raw, problems, labels in invalid:
@@ -222,6 +228,12 @@ class IntakeConsumer:
         if isinstance(data, dict) and "event_id" not in data:
             data["event_id"] = uuid.uuid5(ID_NAMESPACE, f"{self.stream}:{entry_id}").hex
         return self.producer.prepare(data)
+
+
+def _raw(fields: dict[str, str]) -> str:
+    """What to keep of an invalid entry: its event field, else all of its fields."""
+    raw = fields.get(EVENT_FIELD)
+    return raw if raw is not None else json.dumps(fields, ensure_ascii=False)
 
 
 def _labels(raw: str | None) -> dict[str, str]:

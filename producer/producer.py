@@ -75,9 +75,14 @@ class AlertProducer:
                 f"level: {event.level!r} is not in destination {name!r}'s severity_map "
                 f"({', '.join(sorted(destination.severity_map))})"
             ])
-        return event if event.destination == name else event.model_copy(
+        bound = event if event.destination == name else event.model_copy(
             update={"destination": name}
         )
+        try:  # what the enqueue stores: refuse here what it could not write
+            bound.to_json()
+        except ValueError as exc:
+            raise InvalidEventError([f"event: cannot be stored as JSON ({exc})"]) from None
+        return bound
 
     def send(self, event: AlertEvent | dict[str, Any]) -> str:
         """Validate and enqueue one event; return its event id.

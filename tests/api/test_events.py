@@ -76,6 +76,11 @@ def test_invalid_events_get_sends_messages_naming_each_field(
     assert nested.status_code == 422
     assert problems(nested) == ["body: JSON nested too deeply"]
     assert problems(client.post("/v1/events", json=[1]))[0].startswith("event: must be")
+    deep = '{"a":' * 300 + "1" + "}" * 300  # valid JSON, but no event could be stored
+    stored = client.post("/v1/events", content=json.dumps(event(1, 9, "resolve"))[:-1]
+                         + f', "details": {deep}}}')
+    assert stored.status_code == 422
+    assert problems(stored)[0].startswith("event: cannot be stored as JSON")
 
     too_many = client.post("/v1/events/batch",
                            json={"events": [event(1, n, "trigger") for n in range(501)]})

@@ -180,3 +180,26 @@ def test_settings_bound_the_lease() -> None:
     with pytest.raises(Exception, match="INTAKE_LEASE_SECONDS"):
         load_settings(intake_lease_seconds=0.5)
 
+
+
+def test_an_entry_that_cannot_be_stored_is_dead_lettered_and_the_rest_go_on(
+    settings: Settings, destinations, redis_conn
+) -> None:
+    producer = AlertProducer(settings, destinations=destinations, redis=redis_conn)
+    consumer = IntakeConsumer(producer, name="deep")
+    keys = Keyspace(settings.key_prefix)
+    deep = '{"a":' * 300 + "1" + "}" * 300  # JSON can hold it; the stored event could not
+    try:
+        consumer.ensure_group()
+        bad = redis_conn.xadd(keys.intake, {"event": event("d1", "trigger")[:-1]
+                                            + f', "details": {deep}}}'})
+        good = redis_conn.xadd(keys.intake, {"event": event("d2", "trigger")})
+        assert consumer.process(consumer._read(">")) == 2
+        assert [e["stage"] for e in timeline.read(redis_conn, keys, "d2")] == ["enqueued"]
+        record = redis_conn.hgetall(keys.event(f"intake-{bad}"))
+        assert record["reason"] == "invalid" and record["incident_id"] == "d1"
+        assert json.loads(record["errors"])[0].startswith("event: cannot be stored as JSON")
+        assert redis_conn.xlen(keys.intake) == 0 and good
+    finally:
+        consumer.stop()
+        producer.celery.close()
