@@ -18,6 +18,12 @@ EVENT_ID = "4b1f0f6c2a6e4d0e9f1d2c3b4a596877"
 INCIDENT = "456"
 DEDUP_KEY = "monitao-monitor-123-incident-456"
 TS = "2026-11-27T14:10:03.686+00:00"
+WINDOW = {
+    "id": "db-upgrade", "destination": "prod", "monitors": ["123"],
+    "start": "2026-12-01T02:00:00Z", "end": "2026-12-01T04:00:00Z", "weekly": None,
+    "mode": "suppress", "reason": "db upgrade", "origin": "runtime",
+    "when": "2026-12-01T02:00:00+00:00 to 2026-12-01T04:00:00+00:00",
+    "active_until": None, "holding": 0}
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -74,6 +80,12 @@ class TimelineEntry(BaseModel):
 
 class KeyFigures(BaseModel):
     """The derived figures of one (destination, dedup_key) of an incident."""
+
+    model_config = _examples({
+        "destination": "prod", "dedup_key": DEDUP_KEY, "events": 2,
+        "states": {"delivered": 2}, "attempts": 2, "retries_scheduled": 0, "rate_limited": 0,
+        "replayed": 0, "first_enqueued": TS, "enqueue_to_first_delivery_ms": 445,
+        "trigger_to_resolve_ms": 393})
 
     destination: str
     dedup_key: str
@@ -212,6 +224,12 @@ class ReplayRequest(BaseModel):
 class ReplayDecision(BaseModel):
     """What the replay did (or would do) with one event, and why (the `replay` table)."""
 
+    model_config = _examples({
+        "event_id": EVENT_ID, "outcome": "superseded", "reason": "superseded",
+        "detail": "a later event of its key (9c0d7e41f3b2, resolve) was delivered at " + TS,
+        "destination": "prod", "dedup_key": DEDUP_KEY, "incident_id": INCIDENT,
+        "action": "trigger", "later_pending": []})
+
     event_id: str
     outcome: str = Field(description="queued, superseded, skipped, unknown; dry run: "
                                      "would_queue, would_supersede")
@@ -253,6 +271,12 @@ class Purged(BaseModel):
 
 class SendTestStep(BaseModel):
     """One event of a send test."""
+
+    model_config = _examples({
+        "action": "trigger", "event_id": EVENT_ID, "state": "dead_lettered", "ok": False,
+        "attempts": 1, "http_status": 400, "attempt_latency_ms": 5.2, "latency_ms": 80.0,
+        "error": "HTTP 400: Event object is invalid", "reason": "rejected",
+        "errors": ["'routing_key' is invalid"]})
 
     action: Literal["trigger", "resolve"]
     event_id: str
@@ -305,12 +329,7 @@ class MaintenanceWindowIn(BaseModel):
 class MaintenanceWindowOut(BaseModel):
     """A window as `monitao-pd maintenance list --json` shows it."""
 
-    model_config = _examples({
-        "id": "db-upgrade", "destination": "prod", "monitors": ["123"],
-        "start": "2026-12-01T02:00:00Z", "end": "2026-12-01T04:00:00Z", "weekly": None,
-        "mode": "suppress", "reason": "db upgrade", "origin": "runtime",
-        "when": "2026-12-01T02:00:00+00:00 to 2026-12-01T04:00:00+00:00",
-        "active_until": None, "holding": 0})
+    model_config = _examples(WINDOW)
 
     id: str
     destination: str
@@ -337,8 +356,7 @@ class MaintenanceWindows(BaseModel):
 class MaintenanceWindowAdded(BaseModel):
     """The stored window, and how many keys a window it replaced held (now woken)."""
 
-    model_config = _examples({"window": MaintenanceWindowOut.model_config[
-        "json_schema_extra"]["examples"][0], "woken": 0})  # type: ignore[index]
+    model_config = _examples({"window": WINDOW, "woken": 0})
 
     window: MaintenanceWindowOut
     woken: int
@@ -355,6 +373,11 @@ class MaintenanceWindowRemoved(BaseModel):
 
 class DestinationState(BaseModel):
     """One destination's admission state."""
+
+    model_config = _examples({
+        "name": "prod", "pending_events": 3, "cooling_down": False,
+        "cooldown_remaining_seconds": 0.0, "rate_waiting_keys": 0, "rate_window_requests": 12,
+        "rate_limit_per_minute": 100, "circuit": "closed", "circuit_failures": 0})
 
     name: str
     pending_events: int
