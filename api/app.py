@@ -54,14 +54,14 @@ def create_app(settings: Settings | None = None,
         return too_large(defaults.API_MAX_BODY_BYTES)  # type: ignore[no-any-return]
 
     def body_too_slow(request: Request, exc: Exception) -> problems.ProblemResponse:
-        return too_slow(defaults.API_BODY_READ_SECONDS)  # type: ignore[no-any-return]
+        return too_slow(services.settings.api_body_read_seconds)  # type: ignore[no-any-return]
 
     app.add_exception_handler(BodyTooLarge, body_too_large)
     app.add_exception_handler(BodyTooSlow, body_too_slow)
     for module in (events, destination_routes, incidents, dead_letters, maintenance, status):
         app.include_router(module.router)
     app.add_middleware(RequestLimits, max_body_bytes=defaults.API_MAX_BODY_BYTES,
-                       read_timeout=defaults.API_BODY_READ_SECONDS)
+                       read_timeout=services.settings.api_body_read_seconds)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     build_openapi = app.openapi
 

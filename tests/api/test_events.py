@@ -105,3 +105,23 @@ def test_bodies_over_1_mb_are_refused_with_413(client: httpx.Client) -> None:
     streamed = client.post("/v1/events", content=chunks(),
                            headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(
+    settings, destinations, token: str
+) -> None:
+    import socket
+
+    from api.server import ApiService
+
+    with ApiService(settings.model_copy(update={"api_body_read_seconds": 0.5}),
+                    destinations) as api:
+        host, port = api.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(b"POST /v1/events HTTP/1.1\r\nHost: api\r\n"
+                         b"Authorization: Bearer " + token.encode() + b"\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            answer = slow.recv(65536).decode()  # the rest never comes
+        assert answer.startswith("HTTP/1.1 408 ")
+        assert "body: not received within 0.5 s" in answer
+        assert httpx.get(api.url + "/healthz").status_code == 200  # and it serves on
