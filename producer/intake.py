@@ -13,9 +13,9 @@ Order: entries of one incident are enqueued in stream order (a resolve never ove
 trigger), because one consumer at a time takes entries, holding a lease it renews at every
 read. When its worker dies, the lease runs out (`MONITAO_PD_INTAKE_LEASE_SECONDS`) and the
 next consumer to take it first claims (`XAUTOCLAIM`) and processes every entry left
-pending, then reads new ones. A redelivered entry is a no-op: an entry without an
-`event_id` gets one derived from its stream id, and an invalid one's dead letter is named
-after its stream id.
+pending, then reads new ones (and forgets the consumers left with nothing pending). A
+redelivered entry is a no-op: an entry without an `event_id` gets one derived from its
+stream id, and an invalid one's dead letter is named after its stream id.
 """
 
 from __future__ import annotations
@@ -171,7 +171,12 @@ class IntakeConsumer:
                                           start_id=start, count=self.batch)
             start = reply[0]
             if start == "0-0":
-                return
+                break
+        # Consumers of workers gone for good would pile up in the group, one per restart:
+        # with nothing pending they hold nothing (a live one is re-made at its next read).
+        for consumer in self.redis.xinfo_consumers(self.stream, self.group):
+            if consumer["name"] != self.name and not consumer["pending"]:
+                self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
 
     def _read(self, position: str, *, block: bool = False) -> list[Entry]:
         reply = self.redis.xreadgroup(self.group, self.name, {self.stream: position},

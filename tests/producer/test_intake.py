@@ -166,6 +166,8 @@ def test_a_consumer_sigkilled_with_entries_pending_loses_and_doubles_nothing(
                            30, message=f"k{n}'s trigger then resolve")
             wait_until(lambda: client.xlen(keys.intake) == 0, 10, message="the stream emptied")
             assert client.xpending(keys.intake, "fleet")["pending"] == 0
+            assert "doomed" not in {c["name"] for c in client.xinfo_consumers(keys.intake,
+                                                                             "fleet")}
             enqueued = Counter(e["action"] for n in range(5)
                                for e in timeline.read(client, keys, f"k{n}")
                                if e["stage"] == "enqueued")
