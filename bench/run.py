@@ -14,6 +14,8 @@ PagerDuty's per-key limit nor the fleet's rate window is the cap.
 
 Cases (each repeated; the table shows medians):
 - producer: `send()` one by one, and `send_many()` in batches of 500 (no worker running);
+- intake: the HTTP API one by one and in batches of 500 (8 clients), the intake stream,
+  and the API's latency (bench/intake.py);
 - no-op: raw Celery tasks that do nothing (bench/baselines.py), from publishing the batch
   to the last one acknowledged;
 - naive: one Celery task per event posting it with httpx and Celery's autoretry;
@@ -192,6 +194,7 @@ class Bench:
         self.rows: list[Row] = []
         self.memory: list[tuple[str, float, float]] = []
         self.latency: dict[str, float] = {}
+        self.api_latency: dict[str, Any] = {}
         self.counter = 0
 
     # ---- set-up
@@ -471,6 +474,12 @@ class Bench:
             runs = " ".join(f"{r:.0f}" for r in row.rates)
             out.append(f"{row.case:<30} {row.setting:<28} {row.rate:>9.0f} {cpu:>20} "
                        f"{others:>16}  {runs}")
+        if self.api_latency:
+            post, read = self.api_latency["post"], self.api_latency["timeline"]
+            out.append("")
+            out.append(f"API latency, one client: POST /v1/events p50 {post['p50']:.1f} ms, "
+                       f"p99 {post['p99']:.1f} ms; timeline of a 500-entry incident p50 "
+                       f"{read['p50']:.1f} ms, p99 {read['p99']:.1f} ms")
         if self.latency:
             lat = self.latency
             out.append("")
@@ -500,6 +509,10 @@ class Bench:
                                                                    f"batches of {BATCH}")
         if single and many:
             lines.append(f"  send_many / send events/s: {many.rate / single.rate:.1f}x  [>= 3x]")
+        http_batch = find("HTTP POST /v1/events/batch", f"8 clients, batches of {BATCH}")
+        if http_batch and many:
+            lines.append(f"  HTTP batch intake / send_many events/s: "
+                         f"{http_batch.rate / many.rate:.2f}x  [>= 0.5x]")
         noop = find("no-op", s)
         for latency in (0, 150):
             fleet = find("fleet", f"{s}, {latency} ms")
@@ -543,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "Redis of its own")
     parser.add_argument("--ack-waker", type=float, help="the fleet worker's ack waker "
                         "interval in seconds (0: off; default: the fleet's 0.02)")
-    parser.add_argument("--skip", default="", help="comma list of: producer,baselines")
+    parser.add_argument("--skip", default="",
+                        help="comma list of: producer,intake,baselines,fleet")
     parser.add_argument("--scale", action="store_true", help="only the scaling cases of "
                         "bench/scale.py: circuit close, rate gate, maintenance lookups")
     parser.add_argument("--size", type=int, default=100_000,
@@ -573,11 +587,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.start_simulator()
         if "producer" not in skip:
             bench.producer_case()
+        if "intake" not in skip:
+            from bench.intake import intake_case
+
+            bench.api_latency = intake_case(bench)
         pool, concurrency = options.configs[0]
         if "baselines" not in skip:
             bench.baseline_case(pool, concurrency)
         for index, (pool, concurrency) in enumerate(options.configs):
-            bench.fleet_case(pool, concurrency, with_latency=index == 0)
+            if "fleet" not in skip:
+                bench.fleet_case(pool, concurrency, with_latency=index == 0)
         print(bench.report(time.monotonic() - began))
         print(f"(logs in {bench.workdir})")
         return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
 import click
 import redis
@@ -22,6 +21,7 @@ from config.connections import redact_urls, redis_client, refused_configuration
 from config.errors import RedisUnavailableError
 from config.settings import Settings, load_settings
 from config.text import printable
+from worker.fleet_state import ping_workers
 
 DEFAULT_TIMEOUT = 3.0
 # With --wait, how long to pause between two checks.
@@ -75,33 +75,6 @@ def check(settings: Settings, *, local: bool = False, timeout: float = DEFAULT_T
         return False, f"Redis answers, but no worker replied within {timeout:g} s"
     return True, f"Redis answers, {_workers(len(replies))} " + (
         "replies" if len(replies) == 1 else "reply")
-
-
-def ping_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> list[str]:
-    """Node names of the workers that answer a Celery ping within `timeout`, sorted.
-
-    With `hostname`, only workers on that host are asked (a glob on the node name, so other
-    hosts' workers stay quiet) and only their replies are kept.
-    """
-    from celery import Celery
-
-    from worker.app import celery_config
-
-    app = Celery("monitao-pd-health", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    extra: dict[str, Any] = {}
-    if hostname is not None:
-        extra = {"pattern": f"*@{hostname}", "matcher": "glob"}
-    try:
-        with app.connection_for_write(connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
-            replies = app.control.ping(timeout=timeout, connection=connection, **extra)
-    finally:
-        app.close()
-    names = sorted(name for reply in replies or [] for name in reply)
-    if hostname is not None:
-        names = [name for name in names if name.endswith(f"@{hostname}")]
-    return names
 
 
 def _workers(count: int) -> str:

@@ -15,7 +15,7 @@ from cli.formatting import (
 )
 from cli.options import configured_destinations, filter_options, make_filters, redis_errors
 from config.connections import redis_client
-from config.errors import ConfigurationError, NotFoundError
+from config.errors import ConfigurationError
 from config.keyspace import Keyspace
 from config.settings import load_settings
 from worker import dead_letters
@@ -38,10 +38,9 @@ def timeline(incident_id: str, as_json: bool, summary: bool) -> int:
     """
     settings = load_settings()
     client = redis_client(settings)
-    entries = list(timeline_store.read(client, Keyspace(settings.key_prefix), incident_id,
-                                       retention_seconds=settings.timeline_retention_seconds))
-    if not entries:
-        raise NotFoundError(f"no timeline for incident {incident_id!r}")
+    entries = timeline_store.incident_entries(
+        client, Keyspace(settings.key_prefix), incident_id,
+        retention_seconds=settings.timeline_retention_seconds)
     figures = timeline_store.summarize(incident_id, entries)
     if summary:
         click.echo(json.dumps(figures, indent=2) if as_json else timeline_summary(figures))
@@ -78,11 +77,7 @@ def dlq_list(destination: str | None, reason: str | None, since: int | None,
         click.echo("no dead letters" + (" match" if filters != dead_letters.Filters() else ""))
         return 0
     click.echo(dead_letter_table(entries))
-    counts: dict[str, int] = {}
-    for entry in entries:
-        counts[entry["reason"]] = counts.get(entry["reason"], 0) + 1
-    ordered = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-    click.echo(f"\n{len(entries)} dead letter(s): {reason_counts(ordered)}")
+    click.echo(f"\n{len(entries)} dead letter(s): {reason_counts(dead_letters.tally(entries))}")
     return 0
 
 
@@ -109,7 +104,10 @@ def dlq_counts(destination: str | None, reason: str | None, since: int | None,
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @redis_errors
 def dlq_show(event_id: str, as_json: bool) -> int:
-    """Show one dead letter: the event, the body sent (routing key masked), every attempt."""
+    """Show one dead letter: the event, the body sent (routing key masked), every attempt.
+
+    EVENT_ID may be any unique prefix of at least 8 characters (tables show 12).
+    """
     settings = load_settings()
     client = redis_client(settings)
     try:
@@ -132,33 +130,24 @@ def dlq_show(event_id: str, as_json: bool) -> int:
 def dlq_purge(event_ids: tuple[str, ...], destination: str | None, reason: str | None,
               since: int | None, until: int | None, everything: bool, yes: bool,
               as_json: bool) -> int:
-    """Purge dead letters by id or by filters (or --all); needs --yes.
+    """Purge dead letters by id (or unique prefix) or by filters (or --all); needs --yes.
 
     A purged event leaves the dead letters for good (it cannot be replayed); its record is
     kept, state `purged`, for the event retention, and its timeline gets a `purged` entry.
     Replays on their way are left alone.
     """
-    filters = make_filters(destination, reason, since, until)
-    if not event_ids and not everything and filters == dead_letters.Filters():
-        raise click.UsageError("name event ids, give filters, or --all")
-    if event_ids and (everything or filters != dead_letters.Filters()):
-        raise click.UsageError("give event ids or filters/--all, not both")
     settings = load_settings()
     client = redis_client(settings)
     keys = Keyspace(settings.key_prefix)
-    if event_ids:
-        letters = []
-        for event_id in dict.fromkeys(event_ids):
-            fields = client.hgetall(keys.event(event_id))
-            if not fields or client.zscore(keys.dead_letters, event_id) is None:
-                raise NotFoundError(f"{event_id!r} is not a dead letter"
-                                    + (f" (state {fields.get('state')})" if fields else ""))
-            letters.append(dead_letters.describe(event_id, fields))
-    else:
-        letters = list(dead_letters.iter_dead_letters(client, keys, filters))
-    letters = [letter for letter in letters if letter["state"] == "dead_lettered"]
+    letters = dead_letters.purge_candidates(
+        client, keys, event_ids=event_ids, filters=make_filters(destination, reason, since, until),
+        everything=everything)
+    if not letters:
+        # Nothing to confirm: not a usage error, whatever --yes says.
+        click.echo("{}" if as_json else "no dead letters match; nothing to purge")
+        return 0
     if not yes:
-        if letters and not as_json:
+        if not as_json:
             click.echo(dead_letter_table(letters))
         raise click.UsageError(
             f"{len(letters)} dead letter(s) match; nothing purged: add --yes to purge them")

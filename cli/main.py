@@ -14,11 +14,13 @@ from collections.abc import Sequence
 import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
+from cli.api_command import api
 from cli.health_command import health
 from cli.maintenance_command import maintenance
 from cli.replay_command import replay
 from cli.status_command import status
 from cli.test_destination_command import test_destination
+from cli.tokens_command import tokens
 from cli.webhooks_command import webhooks
 from config.errors import ConfigurationError, MonitaoPDError
 from config.logs import escape_log_records
@@ -45,6 +47,8 @@ for command in (
     status,
     test_destination,
     webhooks,
+    tokens,
+    api,
 ):
     cli.add_command(command)
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
-from pydantic import ValidationError
 
 from cli.formatting import table
 from config.connections import redis_client
 from config.destinations import load_destinations
-from config.errors import ConfigurationError, NotFoundError
+from config.errors import InvalidInputError
 from config.keyspace import Keyspace
-from config.maintenance import MaintenanceWindow
-from config.settings import describe_validation_error, load_settings
-from worker.maintenance import add_window, all_windows, held_keys, remove_window
+from config.settings import load_settings
+from worker import maintenance_windows
 
 
 @click.group()
@@ -38,21 +35,14 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
     """Add a window; it takes effect on every worker within a second."""
     settings = load_settings()
     destinations = load_destinations(settings.config, resolve_secrets=False)
-    if destination not in destinations:
-        raise ConfigurationError([f"--destination: unknown destination {destination!r} "
-                                  f"(configured: {', '.join(sorted(destinations))})"])
-    fields: dict[str, object] = {"destination": destination, "monitors": monitors,
-                                 "start": start, "end": end, "weekly": weekly, "mode": mode,
-                                 "reason": reason, "origin": "runtime"}
-    if window_id:
-        fields["id"] = window_id
+    fields = {"destination": destination, "monitors": monitors, "start": start, "end": end,
+              "weekly": weekly, "mode": mode, "reason": reason, "id": window_id}
     try:
-        window = MaintenanceWindow.model_validate({k: v for k, v in fields.items()
-                                                   if v is not None})
-    except ValidationError as exc:
-        raise ConfigurationError([f"--{line}" for line in describe_validation_error(exc)]) \
-            from None
-    woken = add_window(redis_client(settings), Keyspace(settings.key_prefix), window)
+        window, woken = maintenance_windows.add(
+            redis_client(settings), Keyspace(settings.key_prefix), destinations, fields)
+    except InvalidInputError as exc:  # name the options, not the fields
+        raise InvalidInputError([problem if problem.startswith("window:") else f"--{problem}"
+                                 for problem in exc.problems]) from None
     click.echo(f"added window {window.id}: {destination}, {window.describe()}, {window.mode}"
                + (f" (replaced; {woken} held key(s) woken)" if woken else ""))
     return 0
@@ -64,23 +54,18 @@ def list_windows(as_json: bool) -> int:
     """List configured and run-time windows, and whether each is active now."""
     settings = load_settings()
     destinations = load_destinations(settings.config, resolve_secrets=False)
-    client, keys = redis_client(settings), Keyspace(settings.key_prefix)
-    windows = all_windows(client, keys, destinations.values())
-    held = {w.id: held_keys(client, keys, w.id) for w in windows if w.origin == "runtime"}
-    now = datetime.now(UTC)
+    rows = maintenance_windows.listing(redis_client(settings), Keyspace(settings.key_prefix),
+                                       destinations)
     if as_json:
-        rows = [dict(w.model_dump(mode="json"), active_until=(
-            until.isoformat() if (until := w.active_until(now)) else None),
-            holding=held.get(w.id)) for w in windows]
         click.echo(json.dumps(rows, indent=2))
         return 0
-    if not windows:
+    if not rows:
         click.echo("no maintenance windows")
         return 0
     click.echo(table(
-        [[w.id, w.destination, ",".join(w.monitors) or "all", w.describe(), w.mode,
-          "yes" if w.active_until(now) else "no", w.origin,
-          str(held[w.id]) if w.id in held else "-", w.reason] for w in windows],
+        [[w["id"], w["destination"], ",".join(w["monitors"]) or "all", w["when"], w["mode"],
+          "yes" if w["active_until"] else "no", w["origin"],
+          "-" if w["holding"] is None else str(w["holding"]), w["reason"]] for w in rows],
         ["id", "destination", "monitors", "when", "mode", "active", "from", "holding",
          "reason"],
     ))
@@ -92,13 +77,9 @@ def list_windows(as_json: bool) -> int:
 def remove(window_id: str) -> int:
     """Remove a run-time window (configured ones live in the destinations file)."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
-    if any(w.id == window_id for d in destinations.values() for w in d.maintenance):
-        raise ConfigurationError([f"window {window_id!r} is defined in the destinations file; "
-                                  "remove it there"])
-    woken = remove_window(redis_client(settings), Keyspace(settings.key_prefix), window_id)
-    if woken is None:
-        raise NotFoundError(f"no maintenance window {window_id!r}")
+    woken = maintenance_windows.remove(
+        redis_client(settings), Keyspace(settings.key_prefix),
+        load_destinations(settings.config, resolve_secrets=False), window_id)
     click.echo(f"removed window {window_id}"
                + (f"; {woken} held key(s) woken" if woken else ""))
     return 0

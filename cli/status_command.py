@@ -9,68 +9,13 @@ Kubernetes CronJob or a monitoring agent and page on a non-zero exit.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
-import redis
-from kombu.exceptions import OperationalError
 
-from cli.formatting import duration, status_screen
-from cli.health_command import ping_workers
-from cli.options import configured_destinations, redis_errors
-from config.connections import redact_urls, redis_client
-from config.errors import ConfigurationError
-from config.keyspace import Keyspace
-from config.settings import Settings, load_settings
-from worker.fleet_state import read_state
-
-DEFAULT_PING_TIMEOUT = 1.0
-
-
-def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
-                 ping: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`.
-
-    Raises `ConfigurationError` for invalid settings or destinations file.
-    """
-    # An invalid destinations file is a configuration error (exit 2), not "OK": the workers
-    # reading it would not start.
-    destinations = configured_destinations(settings)
-    client = redis_client(settings)
-    broker: redis.Redis | None = client
-    if settings.celery_broker_url != settings.redis_url:
-        try:
-            broker = redis_client(settings, url=settings.celery_broker_url, timeout=ping_timeout)
-        except ConfigurationError:
-            raise
-        except Exception:  # noqa: BLE001 - the queue length is then unknown, not fatal
-            broker = None
-    state = read_state(client, Keyspace(settings.key_prefix), destinations,
-                       circuit_threshold=settings.circuit_threshold,
-                       rate_window_seconds=settings.rate_window_seconds, broker=broker)
-    result = state.as_dict()
-    result["workers"], result["workers_error"] = None, None
-    if ping:
-        try:
-            result["workers"] = ping_workers(settings, timeout=ping_timeout)
-        except (OperationalError, OSError) as exc:
-            result["workers_error"] = (f"cannot reach the broker at "
-                                       f"{redact_urls(settings.celery_broker_url)} "
-                                       f"({exc.__class__.__name__})")
-    else:
-        result["workers_error"] = "not asked"
-    age = state.oldest_pending_age_seconds
-    result["max_pending_age_seconds"] = max_age
-    result["healthy"] = age is None or age <= max_age
-    if age is None:
-        result["verdict"] = "nothing pending"
-    elif result["healthy"]:
-        result["verdict"] = (f"oldest pending event is {duration(age * 1000)} old "
-                             f"(threshold {duration(max_age * 1000)})")
-    else:
-        result["verdict"] = (f"oldest pending event is {duration(age * 1000)} old, over the "
-                             f"threshold of {duration(max_age * 1000)}")
-    return result
+from cli.formatting import status_screen
+from cli.options import redis_errors
+from config.settings import load_settings
+from worker.fleet_state import DEFAULT_PING_TIMEOUT, fleet_status
 
 
 @click.command()

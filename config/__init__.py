@@ -2,10 +2,15 @@
 
 from config.destinations import Destination, load_destinations
 from config.errors import (
+    AmbiguousIdError,
+    AuthenticationError,
     ConfigurationError,
+    ConflictError,
     InvalidEventError,
+    InvalidInputError,
     MonitaoPDError,
     NotFoundError,
+    PermissionDeniedError,
     RedisUnavailableError,
     UnknownDestinationError,
 )
@@ -13,12 +18,17 @@ from config.keyspace import Keyspace
 from config.settings import Settings, load_settings
 
 __all__ = [
+    "AmbiguousIdError",
+    "AuthenticationError",
     "ConfigurationError",
+    "ConflictError",
     "Destination",
     "InvalidEventError",
+    "InvalidInputError",
     "Keyspace",
     "MonitaoPDError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RedisUnavailableError",
     "Settings",
     "UnknownDestinationError",

@@ -139,3 +139,32 @@ WEBHOOK_REFUSAL_LOG_SECONDS = 60.0
 # many times before recording it) goes to the unmatched stream as `failed`: one entry must
 # never hold up the inbox. Retries are a claim's idle time apart, so about 4 minutes.
 WEBHOOK_MAX_ATTEMPTS = 5
+
+# The HTTP API (`monitao-pd api`). Its default port, beside Flower's 5555 and the webhook
+# receiver's 8282.
+API_PORT = 8300
+# A replica keeps a token's scopes this long: a revocation reaches every replica within it
+# (the promise is 2 s).
+API_TOKEN_CACHE_SECONDS = 1.0
+# Request bodies over this are refused (413): a batch of 500 events fits many times over.
+API_MAX_BODY_BYTES = 1024 * 1024
+# A request body must arrive within this; a client trickling it holds a connection no longer.
+API_BODY_READ_SECONDS = 10.0
+# `POST /v1/events/batch` takes at most this many events, as `send_many` is used.
+API_MAX_BATCH = 500
+# Page sizes of the API's lists: the default and the most a client may ask for.
+API_PAGE_DEFAULT = 100
+API_PAGE_MAX = 1000
+# The send test answers within this by default (`?timeout=`), and waits at most the cap.
+API_SEND_TEST_TIMEOUT_SECONDS = 30.0
+API_SEND_TEST_MAX_TIMEOUT_SECONDS = 120.0
+
+# The intake stream's consumer group (one for the fleet: every worker's consumer in it).
+INTAKE_GROUP = "fleet"
+# One consumer at a time takes entries (so they are enqueued in stream order: a resolve
+# never overtakes its trigger), holding a lease it renews every read. A dead holder's lease
+# runs out after this; another worker's consumer then claims what it left pending.
+INTAKE_LEASE_SECONDS = 10.0
+# Entries one read takes, and how long it blocks waiting for new ones.
+INTAKE_BATCH = 200
+INTAKE_BLOCK_SECONDS = 1.0

@@ -2,10 +2,15 @@
 
     MonitaoPDError
      ├── ConfigurationError        fix the settings or destinations file, then restart
-     ├── InvalidEventError         fix the event; nothing was enqueued
-     ├── UnknownDestinationError   name a configured destination (also an InvalidEventError)
+     ├── InvalidInputError         fix the request (an argument, a filter, a cursor)
+     │    ├── InvalidEventError         fix the event; nothing was enqueued
+     │    │    └── UnknownDestinationError   name a configured destination
+     │    └── AmbiguousIdError          give more characters of the id
      ├── RedisUnavailableError     Redis did not answer; retry later or fix the URL
-     └── NotFoundError             an id given on the command line does not exist
+     ├── NotFoundError             an id given by the caller does not exist
+     ├── ConflictError             the thing exists but its state refuses the request
+     └── AuthenticationError       no API token, or one that is unknown or revoked
+          └── PermissionDeniedError     a valid token without the scope the request needs
 """
 
 from __future__ import annotations
@@ -23,12 +28,26 @@ class ConfigurationError(MonitaoPDError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class InvalidEventError(MonitaoPDError, ValueError):
-    """An alert event was refused at `send()`; `problems` name each field and reason."""
+class InvalidInputError(MonitaoPDError, ValueError):
+    """A request was refused as given; `problems` name each field (or option) and reason."""
+
+    summary = "invalid input"
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
-        super().__init__("invalid event: " + "; ".join(problems))
+        super().__init__(f"{self.summary}: " + "; ".join(self.problems))
+
+
+class InvalidEventError(InvalidInputError):
+    """An alert event was refused at `send()`; `problems` name each field and reason."""
+
+    summary = "invalid event"
+
+
+class AmbiguousIdError(InvalidInputError):
+    """An id prefix matches more than one event; the message names some of them."""
+
+    summary = "ambiguous id"
 
 
 class UnknownDestinationError(InvalidEventError):
@@ -41,3 +60,16 @@ class RedisUnavailableError(MonitaoPDError):
 
 class NotFoundError(MonitaoPDError):
     """An event, incident or destination named by the caller does not exist."""
+
+
+class ConflictError(MonitaoPDError):
+    """What the caller named exists, but its state refuses the request (e.g. a dead letter
+    whose replay is already on its way cannot be purged)."""
+
+
+class AuthenticationError(MonitaoPDError):
+    """No API token was given, or it is unknown or revoked."""
+
+
+class PermissionDeniedError(AuthenticationError):
+    """A valid API token that lacks the scope the request needs."""

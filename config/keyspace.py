@@ -178,3 +178,24 @@ class Keyspace:
         """String with a TTL: the dedup_key of a PagerDuty incident, learnt from its webhooks
         (for events such as `incident.annotated` whose data carries no incident_key)."""
         return f"{self.prefix}webhook-pd-incident:{pd_incident_id}"
+
+    def api_token(self, digest: str) -> str:
+        """Hash: one API token (by the SHA-256 hex of the token): name, scopes, created_at.
+        The token itself is never stored."""
+        return f"{self.prefix}token:{digest}"
+
+    @property
+    def api_token_names(self) -> str:
+        """Hash: API token name -> the SHA-256 hex of its token (listing and revoking)."""
+        return f"{self.prefix}token-names"
+
+    @property
+    def intake(self) -> str:
+        """Stream: alert events pushed by producers in any language (`XADD ... event JSON`),
+        read by every worker's intake consumer in one consumer group."""
+        return f"{self.prefix}intake"
+
+    @property
+    def intake_lease(self) -> str:
+        """String with a TTL: the token of the one intake consumer taking entries now."""
+        return f"{self.prefix}intake-lease"

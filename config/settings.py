@@ -62,6 +62,15 @@ class Settings(BaseSettings):
 
     maintenance_cache_seconds: float = Field(defaults.MAINTENANCE_CACHE_SECONDS, ge=0)
 
+    # The intake stream (producer/intake.py): how long a dead consumer's lease holds intake
+    # up, and how many entries one read takes.
+    intake_lease_seconds: float = Field(defaults.INTAKE_LEASE_SECONDS, ge=1)
+    intake_batch: int = Field(defaults.INTAKE_BATCH, ge=1, le=10_000)
+
+    # The HTTP API (api/): a request body must arrive within this (a client trickling it
+    # holds a connection no longer; 408).
+    api_body_read_seconds: float = Field(defaults.API_BODY_READ_SECONDS, gt=0)
+
     callback_url: str | None = Field(None, pattern=r"^https?://\S+$",
                                      description="MoniTao's endpoint for PagerDuty state changes")
     callback_secret: SecretStr | None = Field(None, description="signs callbacks (HMAC-SHA256)")

@@ -116,6 +116,11 @@ class AlertProducer:
             raise InvalidEventError(problems)
         return self._enqueue(prepared)
 
+    def enqueue(self, prepared: list[AlertEvent]) -> list[str]:
+        """Enqueue events that `prepare` returned, in one round trip, in order; return their
+        ids (the intake stream validates entry by entry, then enqueues the valid ones)."""
+        return self._enqueue(prepared)
+
     def _enqueue(self, prepared: list[AlertEvent]) -> list[str]:
         if not prepared:
             return []

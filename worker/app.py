@@ -98,6 +98,34 @@ class DispatcherStep(bootsteps.StartStopStep):
     shutdown = terminate = stop
 
 
+class IntakeStep(bootsteps.StartStopStep):
+    """Runs an intake consumer (producer/intake.py) beside every worker's consumer: alert
+    events pushed onto the intake stream by any Redis client are enqueued as `send()`
+    enqueues them."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.consumer: Any = None
+
+    def start(self, worker: Any) -> None:
+        from producer.intake import IntakeConsumer
+        from producer.producer import AlertProducer
+
+        fleet = worker.app.fleet
+        producer = AlertProducer(fleet.settings, destinations=fleet.destinations,
+                                 redis=fleet.redis, celery_app=worker.app)
+        self.consumer = IntakeConsumer(producer).start()
+
+    def stop(self, worker: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+            self.consumer = None
+
+    shutdown = terminate = stop
+
+
 class AckWakerStep(bootsteps.StartStopStep):
     """Wakes the consumer's event loop every few milliseconds under the threads pool.
 
@@ -159,6 +187,7 @@ def create_app(
     else:
         app.add_defaults(lambda: celery_config(fleet.settings))
     app.steps["worker"].add(DispatcherStep)
+    app.steps["worker"].add(IntakeStep)
     app.steps["consumer"].add(AckWakerStep)
     app.steps["consumer"].add(BrokerInfoStep)
     from worker.metrics import MetricsStep  # the exporter, when metrics_port is set

@@ -9,9 +9,11 @@ never one whose replay is on its way.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,14 +23,19 @@ from pydantic import SecretStr, ValidationError
 
 from config import defaults
 from config.destinations import Destination
-from config.errors import NotFoundError
+from config.errors import AmbiguousIdError, ConflictError, InvalidInputError, NotFoundError
 from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, split_slot
 from config.settings import Settings
 from config.text import MASK, mask_routing_keys, printable
-from worker import timeline
+from worker import paging, timeline
 
 PAGE = 200
+# Tables show ids shortened to 12 characters; any unique prefix this long names an event.
+MIN_ID_PREFIX = 8
+# How many of the ids an ambiguous prefix matches are named in the error.
+AMBIGUOUS_SHOWN = 5
+CURSOR_KIND = "dead-letters"
 
 # KEYS: 1 event, 2 dead_letters, 3 timeline
 # ARGV: 1 event_id, 2 new state, 3 event_ttl_ms, 4 timeline_retention_ms, 5 timeline_ttl_ms,
@@ -54,6 +61,24 @@ return ARGV[2]
 """
 
 
+# KEYS: 1 event, 2 dead_letters   ARGV: 1 event_id, 2 raw, 3 origin, 4 errors (JSON list),
+#       5 last_error, 6 incident_id, 7 action
+# Files something that arrived but is not a valid event as an `invalid` dead letter, once:
+# a second call for the same id (a redelivered entry) changes nothing. Returns 1 or 0.
+INVALID = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'reason', 'invalid', 'raw', ARGV[2],
+           'origin', ARGV[3], 'errors', ARGV[4], 'last_error', ARGV[5], 'slot', '/',
+           'attempts', 0, 'enqueued_at', now, 'finished_at', now)
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'incident_id', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'action', ARGV[7]) end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Filters:
     """Which dead letters a command acts on; every given criterion must match."""
@@ -62,6 +87,11 @@ class Filters:
     reason: str | None = None
     since_ms: int | None = None  # dead-lettered at or after
     until_ms: int | None = None  # dead-lettered at or before
+
+    def __post_init__(self) -> None:
+        if self.since_ms is not None and self.until_ms is not None and (
+                self.since_ms > self.until_ms):
+            raise InvalidInputError(["since: is after until"])
 
     def matches(self, letter: Mapping[str, Any]) -> bool:
         """Whether a described dead letter passes the destination and reason criteria."""
@@ -112,23 +142,152 @@ def iter_dead_letters(
     client: redis.Redis, keys: Keyspace, filters: Filters | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every dead letter matching `filters`, oldest first, read in pages."""
-    filters = filters or Filters()
-    low = "-inf" if filters.since_ms is None else filters.since_ms
+    for _, letter in _scan(client, keys, filters or Filters()):
+        yield letter
+
+
+def _scan(
+    client: redis.Redis, keys: Keyspace, filters: Filters, after: tuple[float, str] | None = None
+) -> Iterator[tuple[tuple[float, str], dict[str, Any]]]:
+    """(position, letter) of each matching dead letter after `after`, oldest first.
+
+    A position is (score, event id): the set orders equal scores by id, so it is total.
+    """
+    low: float | str = "-inf" if filters.since_ms is None else filters.since_ms
+    if after is not None:
+        low = after[0] if filters.since_ms is None else max(after[0], filters.since_ms)
     high = "+inf" if filters.until_ms is None else filters.until_ms
     offset = 0
     while True:
-        ids = client.zrangebyscore(keys.dead_letters, low, high, start=offset, num=PAGE)
-        if not ids:
+        members = client.zrangebyscore(keys.dead_letters, low, high, start=offset, num=PAGE,
+                                       withscores=True)
+        if not members:
             return
+        offset += len(members)
+        members = [(event_id, score) for event_id, score in members
+                   if after is None or (score, event_id) > after]
         pipe = client.pipeline(transaction=False)
-        for event_id in ids:
+        for event_id, _ in members:
             pipe.hgetall(keys.event(event_id))
-        for event_id, fields in zip(ids, pipe.execute(), strict=True):
+        for (event_id, score), fields in zip(members, pipe.execute(), strict=True):
             if fields:
                 letter = describe(event_id, fields)
                 if filters.matches(letter):
-                    yield letter
-        offset += PAGE
+                    yield (score, event_id), letter
+
+
+def page(
+    client: redis.Redis, keys: Keyspace, filters: Filters | None = None, *,
+    cursor: str | None = None, limit: int = PAGE,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of `iter_dead_letters` after `cursor`; the cursor of the next page, or None
+    when this one is the last. Raises `InvalidInputError` for a cursor this never gave."""
+    after = None
+    if cursor is not None:
+        score, event_id = paging.decode_cursor(cursor, CURSOR_KIND, 2)
+        try:
+            after = (float(score), event_id)
+        except ValueError:
+            raise paging.bad_cursor() from None
+    found = list(itertools.islice(_scan(client, keys, filters or Filters(), after), limit + 1))
+    letters = [letter for _, letter in found[:limit]]
+    if len(found) <= limit:
+        return letters, None
+    score, event_id = found[limit - 1][0]
+    return letters, paging.encode_cursor(CURSOR_KIND, repr(score), event_id)
+
+
+def tally(letters: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of `letters` there are per reason, most first (then by reason)."""
+    found = Counter(letter["reason"] for letter in letters)
+    return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _glob_escaped(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def resolve_ids(client: redis.Redis, keys: Keyspace, given: Iterable[str]) -> list[str]:
+    """The full event ids that `given` names, in order, each once.
+
+    An id names itself when such an event exists; otherwise, with at least
+    `MIN_ID_PREFIX` characters, the one dead letter whose id begins with it (as git takes
+    a commit's prefix: tables show ids shortened). Raises `AmbiguousIdError` for a prefix
+    of several dead letters, else `NotFoundError` naming every id that names nothing.
+    """
+    names = list(dict.fromkeys(given))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(keys.event(name))
+    resolved, unknown, ambiguous = [], [], []
+    for name, exists in zip(names, pipe.execute(), strict=True):
+        if exists:
+            resolved.append(name)
+            continue
+        matches = _prefixed(client, keys, name) if len(name) >= MIN_ID_PREFIX else []
+        if len(matches) == 1:
+            resolved.append(matches[0])
+        elif matches:
+            shown = ", ".join(matches[:AMBIGUOUS_SHOWN]) + (
+                ", ..." if len(matches) > AMBIGUOUS_SHOWN else "")
+            ambiguous.append(f"{name!r} begins the ids of {len(matches)} dead letters "
+                             f"({shown}): give more characters")
+        else:
+            unknown.append(name)
+    if ambiguous:
+        raise AmbiguousIdError(ambiguous)
+    if unknown:
+        raise NotFoundError("no event " + ", ".join(map(repr, unknown)))
+    return list(dict.fromkeys(resolved))
+
+
+def _prefixed(client: redis.Redis, keys: Keyspace, prefix: str) -> list[str]:
+    # Operators' commands only: a walk over the dead letters, never a hot path.
+    found = {member for member, _ in client.zscan_iter(
+        keys.dead_letters, match=_glob_escaped(prefix) + "*", count=1000)}
+    return sorted(found)
+
+
+def check_selection(event_ids: Sequence[str], filters: Filters, everything: bool) -> None:
+    """Refuse a selection of dead letters that names nothing, or ids as well as filters."""
+    if not event_ids and not everything and filters == Filters():
+        raise InvalidInputError(["selection: name event ids, give filters, or --all (all)"])
+    if event_ids and (everything or filters != Filters()):
+        raise InvalidInputError(["selection: give event ids or filters/--all (all), not both"])
+
+
+def purge_candidates(
+    client: redis.Redis, keys: Keyspace, *, event_ids: Sequence[str] = (),
+    filters: Filters | None = None, everything: bool = False,
+) -> list[dict[str, Any]]:
+    """The dead letters a purge of this selection would retire, described.
+
+    Named ids (or unique prefixes) must be dead letters (`NotFoundError` otherwise, naming
+    each and its state); filters or `everything` select among them. Replays on their way
+    are left out: a purge never takes back a replay.
+    """
+    filters = filters or Filters()
+    check_selection(event_ids, filters, everything)
+    if not event_ids:
+        letters = list(iter_dead_letters(client, keys, filters))
+    else:
+        ids = resolve_ids(client, keys, event_ids)
+        pipe = client.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.hgetall(keys.event(event_id))
+            pipe.zscore(keys.dead_letters, event_id)
+        replies = pipe.execute()
+        letters, refused = [], []
+        for index, event_id in enumerate(ids):
+            fields, score = replies[2 * index], replies[2 * index + 1]
+            if not fields or score is None:
+                refused.append(f"{event_id!r} is not a dead letter"
+                               + (f" (state {fields.get('state')})" if fields else ""))
+            else:
+                letters.append(describe(event_id, fields))
+        if refused:
+            raise NotFoundError("; ".join(refused))
+    return [letter for letter in letters if letter["state"] == "dead_lettered"]
 
 
 def count(client: redis.Redis, keys: Keyspace) -> int:
@@ -140,9 +299,8 @@ def counts_by_reason(
     client: redis.Redis, keys: Keyspace, filters: Filters | None = None
 ) -> dict[str, int]:
     """How many dead letters (still dead-lettered) there are per reason, most first."""
-    found = Counter(letter["reason"] for letter in iter_dead_letters(client, keys, filters)
-                    if letter["state"] == "dead_lettered")
-    return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+    return tally(letter for letter in iter_dead_letters(client, keys, filters)
+                 if letter["state"] == "dead_lettered")
 
 
 def masked_body(
@@ -180,8 +338,10 @@ def show(
 ) -> dict[str, Any]:
     """Everything about one dead letter: the event, the masked body, every attempt.
 
-    Raises `NotFoundError` when the event does not exist or is not a dead letter.
+    `event_id` may be a unique prefix (`resolve_ids`). Raises `NotFoundError` when the
+    event does not exist or is not a dead letter.
     """
+    [event_id] = resolve_ids(client, keys, [event_id])
     fields = client.hgetall(keys.event(event_id))
     if not fields:
         raise NotFoundError(f"no event {event_id!r}")
@@ -263,3 +423,36 @@ def purge(
             client, keys, settings, letter["event_id"], "purged", entry,
             letter["incident_id"] or "unknown")
     return outcomes
+
+
+def purge_one(
+    client: redis.Redis, keys: Keyspace, settings: Settings, event_id: str, *,
+    operator: str = "",
+) -> str:
+    """Purge one dead letter (a full id or a unique prefix); return its full id.
+
+    Raises `NotFoundError` when it is not a dead letter, `ConflictError` when a replay of it
+    is on its way (or took it meanwhile).
+    """
+    [event_id] = resolve_ids(client, keys, [event_id])
+    letters = purge_candidates(client, keys, event_ids=[event_id])
+    outcome = purge(client, keys, settings, letters, operator=operator).get(event_id, "pending")
+    if outcome != "purged":
+        raise ConflictError(f"dead letter {event_id!r} cannot be purged: a replay of it is on "
+                            f"its way (state {outcome})")
+    return event_id
+
+
+def record_invalid(
+    client: redis.Redis, keys: Keyspace, event_id: str, raw: str, origin: str,
+    problems: list[str], *, incident_id: str = "", action: str = "",
+) -> bool:
+    """File what arrived as an event but is not one as an `invalid` dead letter, with its
+    raw text (at most `poison.MAX_RAW_CHARS`) and the problems; once per `event_id`.
+    Returns whether this call filed it."""
+    from worker.poison import as_text
+
+    return bool(client.eval(
+        INVALID, 2, keys.event(event_id), keys.dead_letters,  # type: ignore[misc]
+        event_id, as_text(raw), origin, json.dumps(problems), "; ".join(problems)[:500],
+        incident_id, action))

@@ -1,4 +1,5 @@
-"""The fleet's state as Redis holds it, read in one go: for `monitao-pd status` and metrics.
+"""The fleet's state as Redis holds it, read in one go: for `monitao-pd status`, `GET
+/v1/status` and metrics (`fleet_status` is what the first two show).
 
 Everything here is fleet-wide (every worker shares the Redis), so any process reading it
 gets the same figures. Reading costs a few pipelined round trips over the scheduled slots
@@ -13,14 +14,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 
 from config import defaults
-from config.destinations import Destination
+from config.connections import redact_urls, redis_client
+from config.destinations import Destination, load_destinations
+from config.errors import ConfigurationError
 from config.keyspace import Keyspace, split_slot
+from config.settings import Settings
 from worker import dead_letters
 from worker.timeline import redis_millis
 
 PAGE = 1000
+# How long `fleet_status` waits for workers to answer a ping, unless told.
+DEFAULT_PING_TIMEOUT = 1.0
 
 
 @dataclass
@@ -179,3 +186,81 @@ def _read_destination(
             entry.circuit = "closed"
         else:
             entry.circuit = "open" if now < open_until else "half_open"
+
+
+def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
+                 ping: bool = True, destinations: Mapping[str, Destination] | None = None,
+                 client: redis.Redis | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-ready dict with `healthy` and `verdict`.
+
+    Without `destinations`, the destinations file is read (a process that holds them, as
+    the API does, passes them); without `client`, one is opened on the settings' Redis.
+    Raises `ConfigurationError` for an invalid destinations file: the workers reading it
+    would not start, so the fleet is not "OK".
+    """
+    from cli.formatting import duration  # the verdict's words are the status screen's
+
+    client = client or redis_client(settings)
+    if destinations is None and settings.config is not None:
+        destinations = load_destinations(settings.config, resolve_secrets=False)
+    broker: redis.Redis | None = client
+    if settings.celery_broker_url != settings.redis_url:
+        try:
+            broker = redis_client(settings, url=settings.celery_broker_url, timeout=ping_timeout)
+        except ConfigurationError:
+            raise
+        except Exception:  # noqa: BLE001 - the queue length is then unknown, not fatal
+            broker = None
+    state = read_state(client, Keyspace(settings.key_prefix), destinations,
+                       circuit_threshold=settings.circuit_threshold,
+                       rate_window_seconds=settings.rate_window_seconds, broker=broker)
+    result = state.as_dict()
+    result["workers"], result["workers_error"] = None, None
+    if ping:
+        try:
+            result["workers"] = ping_workers(settings, timeout=ping_timeout)
+        except (OperationalError, OSError) as exc:
+            result["workers_error"] = (f"cannot reach the broker at "
+                                       f"{redact_urls(settings.celery_broker_url)} "
+                                       f"({exc.__class__.__name__})")
+    else:
+        result["workers_error"] = "not asked"
+    age = state.oldest_pending_age_seconds
+    result["max_pending_age_seconds"] = max_age
+    result["healthy"] = age is None or age <= max_age
+    if age is None:
+        result["verdict"] = "nothing pending"
+    elif result["healthy"]:
+        result["verdict"] = (f"oldest pending event is {duration(age * 1000)} old "
+                             f"(threshold {duration(max_age * 1000)})")
+    else:
+        result["verdict"] = (f"oldest pending event is {duration(age * 1000)} old, over the "
+                             f"threshold of {duration(max_age * 1000)}")
+    return result
+
+
+def ping_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> list[str]:
+    """Node names of the workers that answer a Celery ping within `timeout`, sorted.
+
+    With `hostname`, only workers on that host are asked (a glob on the node name, so other
+    hosts' workers stay quiet) and only their replies are kept.
+    """
+    from celery import Celery
+
+    from worker.app import celery_config
+
+    app = Celery("monitao-pd-health", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    extra: dict[str, Any] = {}
+    if hostname is not None:
+        extra = {"pattern": f"*@{hostname}", "matcher": "glob"}
+    try:
+        with app.connection_for_write(connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+            replies = app.control.ping(timeout=timeout, connection=connection, **extra)
+    finally:
+        app.close()
+    names = sorted(name for reply in replies or [] for name in reply)
+    if hostname is not None:
+        names = [name for name in names if name.endswith(f"@{hostname}")]
+    return names

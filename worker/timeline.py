@@ -11,13 +11,16 @@ entry; `read()` given the retention shows exactly the entries younger than it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from config.errors import NotFoundError
 from config.keyspace import Keyspace
+from worker import paging
 
 STAGES = (
     "enqueued", "attempt", "rate_limited", "retry_scheduled", "delivered",
@@ -30,6 +33,8 @@ NUMERIC_FIELDS = {
     "attempt": int, "http_status": int, "latency_ms": float, "retry_at": int, "delay_ms": int,
 }
 PAGE = 500
+CURSOR_KIND = "timeline"
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def entry(stage: str, event_id: str, action: str, destination: str, dedup_key: str,
@@ -100,6 +105,41 @@ def read(client: redis.Redis, keys: Keyspace, incident_id: str, *,
         if len(page) < PAGE:
             return
         start = "(" + page[-1][0]
+
+
+def incident_entries(client: redis.Redis, keys: Keyspace, incident_id: str, *,
+                     retention_seconds: float | None = None) -> list[dict[str, Any]]:
+    """Every entry of an incident's timeline (`read`); `NotFoundError` when it has none."""
+    entries = list(read(client, keys, incident_id, retention_seconds=retention_seconds))
+    if not entries:
+        raise NotFoundError(f"no timeline for incident {incident_id!r}")
+    return entries
+
+
+def page(client: redis.Redis, keys: Keyspace, incident_id: str, *, cursor: str | None = None,
+         limit: int = PAGE, retention_seconds: float | None = None,
+         ) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of an incident's timeline after `cursor`, and the next page's cursor (None
+    on the last). `NotFoundError` when the incident has no entries at all;
+    `InvalidInputError` for a cursor this never gave."""
+    key = keys.timeline(incident_id)
+    oldest = 0
+    if retention_seconds is not None:
+        oldest = max(0, redis_millis(client) - int(retention_seconds * 1000))
+    start = str(oldest)
+    if cursor is not None:
+        [after] = paging.decode_cursor(cursor, CURSOR_KIND, 1)
+        if not STREAM_ID.match(after):
+            raise paging.bad_cursor()
+        if entry_millis(after) >= oldest:
+            start = "(" + after
+    found = client.xrange(key, min=start, max="+", count=limit + 1)
+    if not found and (cursor is None or not client.exists(key)):
+        raise NotFoundError(f"no timeline for incident {incident_id!r}")
+    entries = [decode(entry_id, fields) for entry_id, fields in found[:limit]]
+    if len(found) <= limit:
+        return entries, None
+    return entries, paging.encode_cursor(CURSOR_KIND, found[limit - 1][0])
 
 
 def _figures(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -113,7 +113,9 @@ def test_show_and_purge_refuse_unknown_ids_with_exit_2(
     code, _, err = run(capsys, "dlq", "show", delivered)
     assert code == 2 and "is not a dead letter (state delivered)" in err
     code, _, err = run(capsys, "dlq", "purge", "no-such-event", "--yes")
-    assert code == 2 and "'no-such-event' is not a dead letter" in err
+    assert code == 2 and err == "error: no event 'no-such-event'\n"
+    code, _, err = run(capsys, "dlq", "purge", delivered, "--yes")
+    assert code == 2 and f"{delivered!r} is not a dead letter (state delivered)" in err
 
 
 def test_purge_needs_a_selection_and_yes_then_retires_only_the_matches(
@@ -139,6 +141,51 @@ def test_purge_needs_a_selection_and_yes_then_retires_only_the_matches(
     code, out, _ = run(capsys, "dlq", "purge", letters["staging"], "--yes")
     assert code == 0 and out == "purged 1 dead letter(s)\n"
     assert run_json(capsys, "dlq", "list") == []
+
+
+def test_ids_may_be_shortened_to_a_unique_prefix_of_8_characters(
+    letters: dict[str, str], fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tables show 12 characters: what they show is enough to act on.
+    code, out, _ = run(capsys, "dlq", "list")
+    shown = letters["a"][:12]
+    assert code == 0 and shown in out and letters["a"] not in out
+    assert run_json(capsys, "dlq", "show", shown)["event_id"] == letters["a"]
+    assert run_json(capsys, "dlq", "show", letters["b"][:8])["event_id"] == letters["b"]
+    # shorter than 8 characters is never taken as a prefix
+    code, _, err = run(capsys, "dlq", "show", letters["a"][:7])
+    assert code == 2 and err == f"error: no event {letters['a'][:7]!r}\n"
+    [decision] = run_json(capsys, "replay", letters["staging"][:10], "--dry-run")
+    assert decision["event_id"] == letters["staging"] and decision["outcome"] == "would_queue"
+    assert run_json(capsys, "dlq", "purge", letters["b"][:9], "--yes") == {
+        letters["b"]: "purged"}
+
+
+def test_an_ambiguous_prefix_is_refused_naming_the_candidates(
+    cli_env: Path, redis_conn, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = Keyspace(prefix)
+    twins = ["abcdef0123456789aaaa", "abcdef0123456789bbbb"]
+    for event_id in twins:
+        redis_conn.hset(keys.event(event_id), mapping={
+            "state": "dead_lettered", "reason": "rejected", "slot": "prod/k",
+            "incident_id": "7", "action": "trigger", "finished_at": 1})
+        redis_conn.zadd(keys.dead_letters, {event_id: 1})
+    for command in (("dlq", "show"), ("replay",), ("dlq", "purge")):
+        code, out, err = run(capsys, *command, "abcdef0123")
+        assert code == 2 and out == ""
+        assert err == ("error: ambiguous id: 'abcdef0123' begins the ids of 2 dead letters "
+                       f"({twins[0]}, {twins[1]}): give more characters\n")
+    assert run_json(capsys, "dlq", "show", "abcdef0123456789b")["event_id"] == twins[1]
+
+
+def test_purging_nothing_is_not_an_error_with_or_without_yes(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for extra in ((), ("--yes",)):
+        code, out, err = run(capsys, "dlq", "purge", "--all", *extra)
+        assert (code, out, err) == (0, "no dead letters match; nothing to purge\n", "")
+    assert run_json(capsys, "dlq", "purge", "--reason", "rejected") == {}
 
 
 COMMANDS = [

@@ -177,7 +177,7 @@ def test_expired_history_is_skipped_unless_forced_and_unknown_ids_exit_2(
     [decision] = run_json(capsys, "replay", old, expect=1)
     assert decision["outcome"] == "skipped" and decision["reason"] == "history_expired"
     code, _, err = run(capsys, "replay", old, "no-such-event")
-    assert code == 2 and err == "error: no such event: no-such-event\n"
+    assert code == 2 and err == "error: no event 'no-such-event'\n"
     assert fleet.state(old) == "dead_lettered"  # nothing was replayed
 
     [decision] = run_json(capsys, "replay", old, "--force")

@@ -1,0 +1,151 @@
+"""Send test: a test trigger and its resolve to one destination, through the fleet.
+
+The two events go the way every alert goes (producer, Redis, a worker, PagerDuty), so the
+test covers the routing key, the endpoint, the rate budget and the workers at once. They
+carry a dedup_key of their own (monitor `monitao-pd-test`, incident `test-...`), so no
+real incident is touched; the test incident is opened and resolved at once. The trigger
+uses the destination's least severe level. The resolve is sent even when the trigger did
+not go through in time, so that a trigger delivered late is still resolved.
+
+`monitao-pd test-destination` and `POST /v1/destinations/{name}/test` both call
+`run_test` and only render its `SendTest`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from config.destinations import Destination, load_destinations
+from config.errors import ConfigurationError, NotFoundError
+from config.settings import Settings
+from worker import timeline
+
+if TYPE_CHECKING:
+    from producer.producer import AlertProducer
+
+TEST_MONITOR = "monitao-pd-test"
+# Least severe first: a test should page as gently as the service allows.
+GENTLE = ("info", "warning", "error", "critical")
+POLL_SECONDS = 0.05
+
+
+@dataclass
+class SendTest:
+    """The outcome of one send test: its incident and one result per event."""
+
+    destination: str
+    incident_id: str
+    results: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        """Whether both events were delivered."""
+        return all(result["ok"] for result in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: destination, incident_id, ok and the two results."""
+        return {"destination": self.destination, "incident_id": self.incident_id,
+                "ok": self.ok, "results": self.results}
+
+
+def gentlest_level(destination: Destination) -> str:
+    """The MoniTao level that maps to the least severe PagerDuty severity."""
+    return min(destination.severity_map,
+               key=lambda level: GENTLE.index(destination.severity_map[level]))
+
+
+def wait_final(producer: AlertProducer, event_id: str, deadline: float) -> dict[str, str]:
+    """The event's record once it left `pending`, or as it is at the deadline (monotonic)."""
+    key = producer.keys.event(event_id)
+    while True:
+        fields = producer.redis.hgetall(key)
+        if fields.get("state") not in (None, "pending") or time.monotonic() >= deadline:
+            return fields
+        time.sleep(POLL_SECONDS)
+
+
+def outcome(action: str, event_id: str, fields: dict[str, str],
+            entries: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+    """One event's result: state (`delivered`, `dead_lettered`, `pending`...), HTTP status,
+    attempt latency, enqueue-to-final latency, the reason and PagerDuty's errors."""
+    attempts = [e for e in entries if e.get("event_id") == event_id and e["stage"] == "attempt"]
+    last = attempts[-1] if attempts else {}
+    state = fields.get("state", "missing")
+    result: dict[str, Any] = {
+        "action": action, "event_id": event_id, "state": state,
+        "ok": state == "delivered", "attempts": len(attempts),
+        "http_status": last.get("http_status"), "attempt_latency_ms": last.get("latency_ms"),
+        "latency_ms": None, "error": fields.get("last_error") or last.get("error") or None,
+        "reason": fields.get("reason") if state == "dead_lettered" else None,
+        "errors": _errors(fields.get("errors")),
+    }
+    if fields.get("finished_at") and fields.get("enqueued_at") and state != "pending":
+        result["latency_ms"] = float(fields["finished_at"]) - float(fields["enqueued_at"])
+    if state == "pending":
+        result["error"] = f"not delivered within {timeout:g} s" + (
+            f" (last: {result['error']})" if result["error"] else "")
+    return result
+
+
+def _errors(stored: str | None) -> list[str]:
+    if not stored:
+        return []
+    try:
+        found = json.loads(stored)
+    except ValueError:
+        return [stored]
+    return [str(e) for e in found] if isinstance(found, list) else [str(found)]
+
+
+def run_test(
+    settings: Settings, name: str, *, timeout: float, level: str | None = None,
+    per_event: bool = True, destinations: Mapping[str, Destination] | None = None,
+    producer: AlertProducer | None = None,
+) -> SendTest:
+    """Send the test trigger, wait, send its resolve, wait; return both results.
+
+    `timeout` bounds the wait for each event (`per_event`), or for both together (an HTTP
+    answer must come in time). Raises `NotFoundError` for an unknown destination,
+    `InvalidEventError` for a level the destination does not map.
+    """
+    from producer.producer import AlertProducer
+
+    if destinations is None:
+        if settings.config is None:
+            raise ConfigurationError(["MONITAO_PD_CONFIG: no destinations file is configured"])
+        destinations = load_destinations(settings.config, resolve_secrets=False)
+    destination = destinations.get(name)
+    if destination is None:
+        raise NotFoundError(f"unknown destination {name!r} "
+                            f"(configured: {', '.join(sorted(destinations))})")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    incident = f"test-{stamp}-{uuid.uuid4().hex[:6]}"
+    base = {"destination": name, "monitor_id": TEST_MONITOR, "incident_id": incident}
+    own = producer is None
+    sender = producer or AlertProducer(settings, destinations=destinations)
+    results = []
+    deadline = time.monotonic() + timeout
+    try:
+        for action in ("trigger", "resolve"):
+            event = dict(base, action=action)
+            if action == "trigger":
+                event.update(level=level or gentlest_level(destination),
+                             summary=f"[TEST] monitao-pd test-destination {name}: "
+                                     "please ignore, resolved at once",
+                             monitor_name="monitao-pd test-destination")
+            if per_event:
+                deadline = time.monotonic() + timeout
+            event_id = sender.send(event)
+            fields = wait_final(sender, event_id, deadline)
+            entries = list(timeline.read(sender.redis, sender.keys, incident))
+            results.append(outcome(action, event_id, fields, entries, timeout))
+    finally:
+        if own:
+            sender.close()
+    return SendTest(name, incident, results)
