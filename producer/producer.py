@@ -13,6 +13,7 @@ from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.errors import InvalidEventError, RedisUnavailableError, UnknownDestinationError
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.settings import Settings, load_settings, redact_url
 from producer.enqueue import DUPLICATE, PUBLISH, enqueue_arguments, register_enqueue
 from producer.event import AlertEvent, parse_event
@@ -39,13 +40,13 @@ class AlertProducer:
         celery_app: Celery | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.destinations = dict(
-            destinations
-            if destinations is not None
-            else load_destinations(self.settings.config, resolve_secrets=False)
-        )
+        file = destinations if destinations is not None else (
+            load_destinations(self.settings.config, resolve_secrets=False)
+            if self.settings.config else {})
         self.keys = Keyspace(self.settings.key_prefix)
         self.redis = redis or redis_client(self.settings)
+        # the file's destinations, then the registry's: one added a moment ago is found
+        self.destinations = DestinationLookup(self.redis, self.keys, file_destinations=file)
         self._script = register_enqueue(self.redis)
         if celery_app is None:
             from worker.app import create_app
@@ -58,17 +59,17 @@ class AlertProducer:
         event = parse_event(event)
         name = event.destination
         if name is None:
-            if len(self.destinations) != 1:
+            name = self.destinations.only()
+            if name is None:
                 raise InvalidEventError([
-                    "destination: required when several destinations are configured "
-                    f"({', '.join(sorted(self.destinations))})"
+                    "destination: required unless exactly one destination is configured "
+                    f"({self.destinations.describe_names()})"
                 ])
-            name = next(iter(self.destinations))
         destination = self.destinations.get(name)
         if destination is None:
             raise UnknownDestinationError([
                 f"destination: unknown destination {name!r} "
-                f"(configured: {', '.join(sorted(self.destinations))})"
+                f"(configured: {self.destinations.describe_names()})"
             ])
         if event.level not in destination.severity_map:
             raise InvalidEventError([
