@@ -13,13 +13,15 @@ from collections.abc import Sequence
 import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
+from cli.destinations_command import destinations
 from cli.health_command import health
 from cli.maintenance_command import maintenance
 from cli.replay_command import replay
+from cli.secrets_command import secrets
 from cli.status_command import status
 from cli.test_destination_command import test_destination
 from cli.webhooks_command import webhooks
-from config.errors import ConfigurationError, MonitaoPDError
+from config.errors import ConfigurationError, InvalidDestinationError, MonitaoPDError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +44,8 @@ for command in (
     status,
     test_destination,
     webhooks,
+    destinations,
+    secrets,
 ):
     cli.add_command(command)
 
@@ -59,6 +63,11 @@ def main(args: Sequence[str] | None = None) -> int:
         return 2
     except ConfigurationError as exc:
         click.echo("error: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        return 2
+    except InvalidDestinationError as exc:
+        click.echo("error: invalid destination; nothing was stored", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         return 2

@@ -10,11 +10,12 @@ from pydantic import ValidationError
 
 from cli.formatting import table
 from config.connections import redis_client
-from config.destinations import load_destinations
+from config.destinations import Destination, load_destinations
 from config.errors import ConfigurationError, NotFoundError
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.maintenance import MaintenanceWindow
-from config.settings import describe_validation_error, load_settings
+from config.settings import Settings, describe_validation_error, load_settings
 from worker.maintenance import add_window, all_windows, held_keys, remove_window
 
 
@@ -37,10 +38,11 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
         weekly: str | None, mode: str, reason: str, window_id: str | None) -> int:
     """Add a window; it takes effect on every worker within a second."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
-    if destination not in destinations:
+    destinations = DestinationLookup(redis_client(settings), Keyspace(settings.key_prefix),
+                                     file_destinations=_file(settings))
+    if destination not in destinations:  # the file's or a run-time one
         raise ConfigurationError([f"--destination: unknown destination {destination!r} "
-                                  f"(configured: {', '.join(sorted(destinations))})"])
+                                  f"(configured: {destinations.describe_names()})"])
     fields: dict[str, object] = {"destination": destination, "monitors": monitors,
                                  "start": start, "end": end, "weekly": weekly, "mode": mode,
                                  "reason": reason, "origin": "runtime"}
@@ -63,7 +65,7 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
 def list_windows(as_json: bool) -> int:
     """List configured and run-time windows, and whether each is active now."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
+    destinations = _file(settings)
     client, keys = redis_client(settings), Keyspace(settings.key_prefix)
     windows = all_windows(client, keys, destinations.values())
     held = {w.id: held_keys(client, keys, w.id) for w in windows if w.origin == "runtime"}
@@ -92,7 +94,7 @@ def list_windows(as_json: bool) -> int:
 def remove(window_id: str) -> int:
     """Remove a run-time window (configured ones live in the destinations file)."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
+    destinations = _file(settings)
     if any(w.id == window_id for d in destinations.values() for w in d.maintenance):
         raise ConfigurationError([f"window {window_id!r} is defined in the destinations file; "
                                   "remove it there"])
@@ -102,3 +104,8 @@ def remove(window_id: str) -> int:
     click.echo(f"removed window {window_id}"
                + (f"; {woken} held key(s) woken" if woken else ""))
     return 0
+
+
+def _file(settings: Settings) -> dict[str, Destination]:
+    """The destinations file's destinations (none without MONITAO_PD_CONFIG)."""
+    return load_destinations(settings.config, resolve_secrets=False) if settings.config else {}

@@ -21,6 +21,7 @@ from cli.options import configured_destinations, redis_errors
 from config.connections import redact_urls, redis_client
 from config.errors import ConfigurationError
 from config.keyspace import Keyspace
+from config.registry import Registry
 from config.settings import Settings, load_settings
 from worker.fleet_state import read_state
 
@@ -46,6 +47,8 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                        circuit_threshold=settings.circuit_threshold,
                        rate_window_seconds=settings.rate_window_seconds, broker=broker)
     result = state.as_dict()
+    result["registry"] = Registry(client, Keyspace(settings.key_prefix),
+                                  key_ring=settings.key_ring()).key_usage().as_dict()
     result["workers"], result["workers_error"] = None, None
     if ping:
         try:

@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from cli.options import configured_destinations, redis_errors
+from cli.options import redis_errors
 from config import defaults
 from config.destinations import Destination
-from config.errors import ConfigurationError, NotFoundError
+from config.errors import NotFoundError
 from config.settings import Settings, load_settings
 from worker import timeline
 
@@ -88,18 +88,16 @@ def run_test(settings: Settings, name: str, *, timeout: float,
     """Send the test trigger, wait, send its resolve, wait; (incident id, two results)."""
     from producer import AlertProducer
 
-    destinations = configured_destinations(settings)
-    if destinations is None:
-        raise ConfigurationError(["MONITAO_PD_CONFIG: no destinations file is configured"])
-    destination = destinations.get(name)
-    if destination is None:
-        raise NotFoundError(f"unknown destination {name!r} "
-                            f"(configured: {', '.join(sorted(destinations))})")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     incident = f"test-{stamp}-{uuid.uuid4().hex[:6]}"
     base = {"destination": name, "monitor_id": TEST_MONITOR, "incident_id": incident}
     results = []
-    with AlertProducer(settings, destinations=destinations) as producer:
+    # the file's destinations (MONITAO_PD_CONFIG) and the registry's
+    with AlertProducer(settings) as producer:
+        destination = producer.destinations.get(name)
+        if destination is None:
+            raise NotFoundError(f"unknown destination {name!r} "
+                                f"(configured: {producer.destinations.describe_names()})")
         for action in ("trigger", "resolve"):
             event = dict(base, action=action)
             if action == "trigger":

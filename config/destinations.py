@@ -57,6 +57,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # An account is a label (a MoniTao customer): used in metric labels and Redis key names.
 ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ROUTING_KEY_LENGTH = 32
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, repr=False)
@@ -124,11 +125,22 @@ class Destination(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("source", "client", "events_url", "client_url")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # shown by every command and stored at run time from any caller: no terminal tricks
+        if value is not None and CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
     @field_validator("severity_map")
     @classmethod
     def _non_empty_map(cls, value: dict[str, Severity]) -> dict[str, Severity]:
         if not value:
             raise ValueError("must map at least one MoniTao level")
+        bad = [level for level in value if not level or CONTROL.search(level)]
+        if bad:
+            raise ValueError(f"level {bad[0]!r} is empty or has control characters")
         return value
 
     @property
@@ -306,7 +318,8 @@ def routing_key_problem(value: object) -> str | None:
             f"(got {length} characters; value not shown)")
 
 
-def _looks_like_routing_key(text: str) -> bool:
+def looks_like_routing_key(text: str) -> bool:
+    """Whether a name given for a variable is shaped like a routing key itself."""
     # Variable names are rarely 32 letters and digits with no underscore; keys always are.
     return len(text) == ROUTING_KEY_LENGTH and text.isalnum() and not text.isalpha()
 
@@ -326,7 +339,7 @@ def _resolve_routing_key(
         if not resolve_secrets:
             return None
         if env_name not in environ:
-            if _looks_like_routing_key(env_name):
+            if looks_like_routing_key(env_name):
                 return ("routing_key_env looks like a routing key itself (not shown); "
                         "give the name of the environment variable that holds it")
             return f"routing_key_env: environment variable ${env_name} is not set"

@@ -352,6 +352,14 @@ class Registry:
                     found[name] = str(exc)
         return found
 
+    def clashes(self) -> list[str]:
+        """Names of the file that the registry holds too (the file's wins: remove one)."""
+        names = sorted(self.file)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.destination(name))
+        return [name for name, found in zip(names, pipe.execute(), strict=True) if found]
+
     def removed(self, name: str) -> bool:
         """Whether a run-time destination of this name was removed (its tombstone is there)."""
         return bool(self.client.exists(self.keys.destination_removed(name)))
@@ -363,19 +371,12 @@ class Registry:
         """Add a run-time destination. Raises InvalidDestinationError (one problem per line,
         nothing stored), ConflictError (`exists`: the name is taken, here or in the file),
         ConfigurationError (no key ring to seal the routing key)."""
-        problems = self._name_problems(name)
-        if not problems and name in self.file:
+        destination = self.check(name, settings, routing_key)
+        if name in self.file:
             raise ConflictError("exists", f"destination {name!r} is defined in the "
                                           "destinations file (MONITAO_PD_CONFIG); names are "
                                           "unique across the file and the registry")
-        if routing_key is None:
-            problems.append("routing_key: required (from standard input or a named "
-                            "environment variable)")
-        destination, more = self._validate(name, dict(settings), routing_key)
-        problems.extend(more)
-        if problems:
-            raise InvalidDestinationError(problems)
-        assert destination is not None and routing_key is not None
+        assert routing_key is not None
         fields = self._fields(destination, self._seal(name, routing_key))
         result = self._put(keys=self._put_keys(name),
                            args=[name, "add", "", json.dumps(fields),
@@ -385,6 +386,20 @@ class Registry:
             raise ConflictError("exists", f"destination {name!r} already exists "
                                           "(`destinations update` changes it)")
         return self.record(name)
+
+    def check(self, name: str, settings: Mapping[str, Any],
+              routing_key: str | None) -> Destination:
+        """The destination `add` would store, validated without storing anything; raises
+        InvalidDestinationError naming every problem (field and value, never the key's)."""
+        problems = self._name_problems(name)
+        if routing_key is None:
+            problems.append("routing_key: required (from standard input or a named "
+                            "environment variable)")
+        destination, more = self._validate(name, dict(settings), routing_key)
+        problems.extend(more)
+        if problems or destination is None:
+            raise InvalidDestinationError(problems)
+        return destination
 
     def update(self, name: str, changes: Mapping[str, Any], routing_key: str | None = None) -> (
             DestinationRecord):
@@ -467,9 +482,9 @@ class Registry:
         circuit_deleted = False
         if endpoint and left == 0 and not any(endpoint_id(d.url) == endpoint
                                               for d in self.file.values()):
-            self.client.delete(keys.circuit(endpoint), keys.circuit_waiting(endpoint),
-                               keys.circuit_probe(endpoint))
-            circuit_deleted = True
+            circuit_deleted = bool(self.client.delete(
+                keys.circuit(endpoint), keys.circuit_waiting(endpoint),
+                keys.circuit_probe(endpoint)))
         woken = 0
         for batch in _chunks(iter(slots), PAGE):
             woken += int(self._wake(keys=[keys.schedule], args=[keys.hold_prefix, *batch]))

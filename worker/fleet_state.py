@@ -208,3 +208,16 @@ def _read_destinations(
             entry.circuit = "closed"
         else:
             entry.circuit = "open" if now < int(float(open_until or 0)) else "half_open"
+
+
+def destination_state(
+    client: redis.Redis, keys: Keyspace, name: str, destination: Destination | None, *,
+    pending_events: int = 0, circuit_threshold: int = defaults.CIRCUIT_THRESHOLD,
+    rate_window_seconds: float = defaults.RATE_WINDOW_SECONDS,
+) -> DestinationState:
+    """One destination's budget, cooldown and circuit now (for `destinations show`)."""
+    state = FleetState(now_ms=redis_millis(client))
+    state.destinations[name] = DestinationState(name, pending_events=pending_events)
+    _read_destinations(client, keys, state, [name], {name: destination}, circuit_threshold,
+                       rate_window_seconds)
+    return state.destinations[name]
