@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -120,10 +121,9 @@ def read_routing_key(from_stdin: bool, variable: str | None) -> tuple[str | None
             return None, [f"routing_key: environment variable ${variable} is not set"]
         return os.environ[variable].strip(), []
     if from_stdin:
-        stream = click.get_text_stream("stdin")
-        if stream.isatty():
+        if sys.stdin.isatty():
             return click.prompt("routing key", hide_input=True, err=True).strip(), []
-        return stream.read().strip(), []
+        return sys.stdin.read().strip(), []
     return None, []
 
 
@@ -201,12 +201,12 @@ def _refuse(problems: list[str], registry: Registry, name: str, settings: dict[s
     if not problems:
         return
     if adding:
-        faulted = {problem.partition(":")[0].partition(".")[0] for problem in problems}
+        faulted = {problem.partition(":")[0] for problem in problems}
         try:
             registry.check(name, settings, routing_key)
         except InvalidDestinationError as exc:
             problems = problems + [p for p in exc.problems
-                                   if p.partition(":")[0].partition(".")[0] not in faulted]
+                                   if p.partition(":")[0] not in faulted]
     raise InvalidDestinationError(problems)
 
 
