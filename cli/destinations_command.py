@@ -346,6 +346,9 @@ def remove(name: str, yes: bool) -> int:
         click.echo(f"  {removal.pending_events} pending event(s) in {removal.woken_keys} key(s) "
                    "are being dead-lettered as destination_removed; once it is added again: "
                    f"monitao-pd replay --destination {name} --reason destination_removed")
+    if removal.windows_removed:
+        click.echo(f"  its maintenance window(s) {', '.join(removal.windows_removed)} were "
+                   "removed")
     if removal.circuit_deleted:
         click.echo("  its endpoint's circuit state was deleted (no destination posts there)")
     return 0

@@ -79,7 +79,7 @@ class DestinationLookup:
         found = self.file.get(name)
         if found is not None:
             return found
-        self._ensure_watching()
+        self.start()
         now = time.monotonic()
         with self._lock:
             entry = self._cache.get(name)
@@ -179,7 +179,9 @@ class DestinationLookup:
         if watcher is not None and watcher.is_alive() and self._watcher_pid == os.getpid():
             watcher.join(STOP_CHECK_SECONDS + 2)
 
-    def _ensure_watching(self) -> None:
+    def start(self) -> None:
+        """Start watching the registry in this process, if watching and not yet started
+        (lookups start it too: a forked child starts its own)."""
         if not self.watch or self._watcher_pid == os.getpid() or self._stop.is_set():
             return
         with self._lock:

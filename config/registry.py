@@ -12,8 +12,9 @@ Names are unique across the file and the registry; the file's destinations are r
 here. Removing a destination leaves a tombstone, so its pending events end `dead_lettered`
 with reason `destination_removed` (replayable once a destination of that name is added
 again), wakes their keys so that happens at once, and deletes its rate window, waiting
-room and 429 cooldown; its endpoint's circuit goes too when no destination posts there
-any more (circuits are per endpoint URL, shared by the destinations that use it).
+room, 429 cooldown and run-time maintenance windows; its endpoint's circuit goes too when
+no destination posts there any more (circuits are per endpoint URL, shared by the
+destinations that use it).
 
 Every door (CLI, HTTP API) calls `Registry`; it raises the project's errors and returns
 `DestinationRecord`s, which the doors only render.
@@ -203,6 +204,7 @@ class Removal:
     pending_events: int
     woken_keys: int
     circuit_deleted: bool
+    windows_removed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -488,7 +490,17 @@ class Registry:
         woken = 0
         for batch in _chunks(iter(slots), PAGE):
             woken += int(self._wake(keys=[keys.schedule], args=[keys.hold_prefix, *batch]))
-        return Removal(name, pending, woken, circuit_deleted)
+        return Removal(name, pending, woken, circuit_deleted, self._remove_windows(name))
+
+    def _remove_windows(self, name: str) -> list[str]:
+        """Delete the run-time maintenance windows of a removed destination (a destination
+        added again under its name starts without them); their ids."""
+        from worker.maintenance import remove_window, runtime_windows
+
+        ids = [w.id for w in runtime_windows(self.client, self.keys) if w.destination == name]
+        for window_id in ids:
+            remove_window(self.client, self.keys, window_id)
+        return ids
 
     def reencrypt(self) -> Reencryption:
         """Reseal every stored routing key under the first key of the ring (through the

@@ -227,6 +227,21 @@ def test_remove_with_pending_events_needs_confirmation_then_wakes_them(
     assert not registry.removed("acme")
 
 
+def test_removing_a_destination_removes_its_maintenance_windows(
+    registry: Registry, redis_conn, prefix: str
+) -> None:
+    from config.maintenance import MaintenanceWindow
+    from worker.maintenance import add_window, runtime_windows
+
+    keys = Keyspace(prefix)
+    registry.add("acme", {"events_url": URL}, random_routing_key())
+    for window_id, destination in (("w-acme", "acme"), ("w-prod", "prod")):
+        add_window(redis_conn, keys, MaintenanceWindow(
+            id=window_id, destination=destination, weekly="sun 02:00-04:00", mode="hold"))
+    assert registry.remove("acme").windows_removed == ["w-acme"]
+    assert [w.id for w in runtime_windows(redis_conn, keys)] == ["w-prod"]
+
+
 def test_removing_the_last_user_of_an_endpoint_deletes_its_circuit(
     registry: Registry, redis_conn, prefix: str
 ) -> None:
