@@ -3,6 +3,7 @@
     .venv/bin/python -m bench            # quick (the `make bench` default), about 3 minutes
     .venv/bin/python -m bench --full     # more events and repeats, and a pool sweep
     .venv/bin/python -m bench --pools gevent:64   # after `pip install gevent`
+    .venv/bin/python -m bench --registry   # 100,000 run-time destinations (bench/registry.py)
 
 Everything runs on this machine: the local Redis (database 9, a key prefix of its own per
 run, deleted afterwards), the PagerDuty simulator in its own process (`monitao-pd
@@ -542,7 +543,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ack-waker", type=float, help="the fleet worker's ack waker "
                         "interval in seconds (0: off; default: the fleet's 0.02)")
     parser.add_argument("--skip", default="", help="comma list of: producer,baselines")
+    parser.add_argument("--registry", action="store_true",
+                        help="only the run-time destinations bench (bench/registry.py)")
+    parser.add_argument("--destinations", type=int, default=100_000,
+                        help="with --registry: how many destinations to register")
     args = parser.parse_args(argv)
+    if args.registry:
+        from bench import registry
+
+        return registry.main(args.redis_url, args.destinations, args.events or 3000,
+                             args.repeats or 2)
     full = args.full
     options = Options(
         events=args.events or (5000 if full else 2000),

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import redis
 
@@ -101,6 +101,29 @@ class DestinationLookup:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return loaded
+
+    def preload(self, names: Iterable[str]) -> None:
+        """Read the run-time destinations among `names` that are not cached, in one round
+        trip (a batch of events to many destinations costs one read, not one per name)."""
+        now = time.monotonic()
+        with self._lock:
+            missing = sorted({name for name in names if name not in self.file and not (
+                name in self._cache
+                and (self.watch or now - self._cache[name][1] < self.ttl_seconds))})
+            epoch = self._epoch
+        if not missing:
+            return
+        self.start()
+        loaded = self.registry.load_many(missing)
+        with self._lock:
+            if self._epoch != epoch:
+                return
+            for name, destination in loaded.items():
+                if destination is not None:
+                    self._cache[name] = (destination, now)
+                    self._cache.move_to_end(name)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def __getitem__(self, name: str) -> Destination:
         found = self.get(name)
@@ -238,8 +261,10 @@ class DestinationLookup:
         target: int | None = None  # a version the poll saw and the channel has not announced
         recheck_at = next_poll = time.monotonic() + self.poll_seconds
         while not self._stop.is_set():
-            timeout = max(0.0, min(next_poll, recheck_at, time.monotonic() + STOP_CHECK_SECONDS)
-                          - time.monotonic())
+            wake = min(next_poll, time.monotonic() + STOP_CHECK_SECONDS)
+            if target is not None:
+                wake = min(wake, recheck_at)
+            timeout = max(0.0, wake - time.monotonic())
             message = pubsub.get_message(timeout=timeout)
             if message and message["type"] == "message":
                 data = message["data"]

@@ -66,7 +66,8 @@ NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destin
 #       strings; '' deletes the field), 5 account set key prefix, 6 channel
 # Adds or changes a destination, keeps the account sets, key-id and endpoint counts in step,
 # drops any tombstone, bumps the registry version and publishes `version name`. Returns
-# {'ok', destination version, registry version}, or {'exists'}, {'missing'}, {'changed'}.
+# {'ok', destination version, registry version, created_at, updated_at}, or {'exists'},
+# {'missing'}, {'changed'}.
 PUT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,7 +102,7 @@ end
 redis.call('DEL', KEYS[6])
 local registry_version = redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', ARGV[6], registry_version .. ' ' .. ARGV[1])
-return {'ok', version, registry_version}
+return {'ok', version, registry_version, redis.call('HGET', KEYS[1], 'created_at'), now}
 """
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
@@ -268,6 +269,20 @@ class Registry:
         that no longer validates raises `InvalidDestinationError`."""
         return self._parse(name, self.client.hgetall(self.keys.destination(name)))
 
+    def load_many(self, names: list[str]) -> dict[str, Destination | None]:
+        """`load` of several names in one round trip; a record that no longer validates is
+        left out (`config check` reports it)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.destination(name))
+        found: dict[str, Destination | None] = {}
+        for name, stored in zip(names, pipe.execute(), strict=True):
+            try:
+                found[name] = self._parse(name, stored)
+            except InvalidDestinationError:
+                continue
+        return found
+
     def record(self, name: str) -> DestinationRecord:
         """The record of destination `name`, from the file or the registry; NotFoundError."""
         if name in self.file:
@@ -387,7 +402,7 @@ class Registry:
         if result[0] == "exists":
             raise ConflictError("exists", f"destination {name!r} already exists "
                                           "(`destinations update` changes it)")
-        return self.record(name)
+        return self._written(destination, fields, result)
 
     def check(self, name: str, settings: Mapping[str, Any],
               routing_key: str | None) -> Destination:
@@ -441,7 +456,9 @@ class Registry:
             if result[0] == "missing":
                 raise NotFoundError(f"no destination {name!r}")
             if result[0] == "ok":
-                return self.record(name)
+                if sealed is None:  # the key is as stored: describe it from the hash
+                    fields = {**stored, **fields}
+                return self._written(destination, fields, result)
         raise ConflictError("changed", f"destination {name!r} kept changing; try again")
 
     def pending_events(self, name: str) -> dict[str, int]:
@@ -545,6 +562,17 @@ class Registry:
             if result[0] == "missing":
                 return "gone"
         return "kept changing while being re-encrypted; run reencrypt again"
+
+    def _written(self, destination: Destination, fields: Mapping[str, str],
+                 result: list[Any]) -> DestinationRecord:
+        """The record of what PUT just wrote, without reading it back."""
+        sealed = SealedKey(fields.get("routing_key", ""),
+                           int(fields.get("routing_key_length") or 0),
+                           fields.get("routing_key_fingerprint", ""), self.key_ring)
+        written = Destination.from_registry(destination.model_dump(), sealed)
+        return DestinationRecord.of(written, {"version": str(result[1]),
+                                              "created_at": str(result[3]),
+                                              "updated_at": str(result[4])})
 
     def _put_keys(self, name: str) -> list[str]:
         keys = self.keys

@@ -94,6 +94,12 @@ class AlertProducer:
         If any event is invalid, nothing is sent and `InvalidEventError` names each problem
         with the event's position. Returns the event ids in the order given.
         """
+        events = list(events)
+        # the run-time destinations they name, read in one round trip
+        self.destinations.preload(
+            name for name in (raw.get("destination") if isinstance(raw, dict)
+                              else getattr(raw, "destination", None) for raw in events)
+            if isinstance(name, str))
         prepared, problems = [], []
         for index, raw in enumerate(events):
             try:

@@ -177,3 +177,34 @@ def test_without_a_key_ring_a_runtime_key_does_not_open(make_lookup, registry) -
     lookup = make_lookup(key_ring=None)
     with pytest.raises(UndecryptableError, match="MONITAO_PD_SECRET_KEYS is not set"):
         lookup.get("acme").secret()
+
+
+def test_preload_reads_many_destinations_in_one_go(make_lookup, registry) -> None:
+    for n in range(5):
+        registry.add(f"d{n}", {"events_url": URL}, random_routing_key())
+    lookup = make_lookup(ttl_seconds=60)
+    loads = Loads(lookup)
+    lookup.preload([f"d{n}" for n in range(5)] + ["nobody"])
+    assert [lookup.get(f"d{n}").name for n in range(5)] == [f"d{n}" for n in range(5)]
+    assert loads.count == 0
+    assert lookup.get("nobody") is None and loads.count == 1
+
+
+def test_the_watcher_waits_instead_of_spinning(make_lookup) -> None:
+    import time
+
+    lookup = make_lookup(watch=True, poll_seconds=0.2)
+    lookup.start()
+    wait_until(lookup.subscribed.is_set, 10, message="the watcher to subscribe")
+    time.sleep(0.5)  # past a few polls: the case that once made it spin
+    pubsub, calls = lookup._pubsub, []
+    real = pubsub.get_message
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    pubsub.get_message = counted
+    time.sleep(1.5)
+    # a wake-up per poll (0.2 s) or stop check (0.25 s), not thousands
+    assert len(calls) < 30, len(calls)
