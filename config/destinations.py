@@ -153,9 +153,12 @@ class Destination(BaseModel):
         return self.severity_map[level]
 
     @classmethod
-    def from_registry(cls, fields: Mapping[str, Any], sealed: SealedKey) -> Destination:
-        """A run-time destination: validated `fields` and its sealed routing key."""
-        destination = cls.model_validate(fields)
+    def from_registry(cls, fields: Mapping[str, Any], sealed: SealedKey, *,
+                      validate: bool = True) -> Destination:
+        """A run-time destination: validated `fields` and its sealed routing key. Without
+        `validate`, the fields are taken as stored (they were validated when written): for
+        a producer, which reads only the name and the severity map."""
+        destination = cls.model_validate(fields) if validate else cls.model_construct(**fields)
         destination._sealed = sealed
         return destination
 

@@ -53,11 +53,12 @@ class DestinationLookup:
         poll_seconds: float = defaults.REGISTRY_POLL_SECONDS,
         ttl_seconds: float = defaults.REGISTRY_READ_TTL_SECONDS,
         metrics_max: int = defaults.METRICS_MAX_DESTINATIONS,
+        validate: bool = True,
     ) -> None:
         self.client, self.keys = client, keys
         self.file: dict[str, Destination] = dict(file_destinations or {})
         self.registry = Registry(client, keys, key_ring=key_ring, file_destinations=self.file)
-        self.cache_size, self.watch = cache_size, watch
+        self.cache_size, self.watch, self.validate = cache_size, watch, validate
         self.poll_seconds, self.ttl_seconds, self.metrics_max = (poll_seconds, ttl_seconds,
                                                                  metrics_max)
         self._cache: OrderedDict[str, tuple[Destination, float]] = OrderedDict()
@@ -88,7 +89,7 @@ class DestinationLookup:
                 return entry[0]
             epoch = self._epoch
         try:
-            loaded = self.registry.load(name)
+            loaded = self.registry.load(name, validate=self.validate)
         except InvalidDestinationError as exc:
             log.warning("run-time destination %r cannot be used: %s", name, exc)
             return default
@@ -114,7 +115,7 @@ class DestinationLookup:
         if not missing:
             return
         self.start()
-        loaded = self.registry.load_many(missing)
+        loaded = self.registry.load_many(missing, validate=self.validate)
         with self._lock:
             if self._epoch != epoch:
                 return

@@ -264,21 +264,24 @@ class Registry:
 
     # --- reading --------------------------------------------------------------------------
 
-    def load(self, name: str) -> Destination | None:
+    def load(self, name: str, *, validate: bool = True) -> Destination | None:
         """The run-time destination `name` (its key sealed, not opened), or None. A record
         that no longer validates raises `InvalidDestinationError`."""
-        return self._parse(name, self.client.hgetall(self.keys.destination(name)))
+        return self._parse(name, self.client.hgetall(self.keys.destination(name)),
+                           validate=validate)
 
-    def load_many(self, names: list[str]) -> dict[str, Destination | None]:
+    def load_many(self, names: list[str], *,
+                  validate: bool = True) -> dict[str, Destination | None]:
         """`load` of several names in one round trip; a record that no longer validates is
-        left out (`config check` reports it)."""
+        left out (`config check` reports it). Without `validate` (a producer's view) the
+        stored settings are taken as written."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.destination(name))
         found: dict[str, Destination | None] = {}
         for name, stored in zip(names, pipe.execute(), strict=True):
             try:
-                found[name] = self._parse(name, stored)
+                found[name] = self._parse(name, stored, validate=validate)
             except InvalidDestinationError:
                 continue
         return found
@@ -634,14 +637,19 @@ class Registry:
                           routing_key_fingerprint=sealed.fingerprint)
         return fields
 
-    def _parse(self, name: str, stored: Mapping[str, str]) -> Destination | None:
+    def _parse(self, name: str, stored: Mapping[str, str], *,
+               validate: bool = True) -> Destination | None:
         if not stored:
             return None
-        sealed = SealedKey(stored.get("routing_key", ""),
-                           int(stored.get("routing_key_length") or 0),
-                           stored.get("routing_key_fingerprint", ""), self.key_ring)
         try:
-            return Destination.from_registry({"name": name, **_settings(stored)}, sealed)
+            sealed = SealedKey(stored.get("routing_key", ""),
+                               int(stored.get("routing_key_length") or 0),
+                               stored.get("routing_key_fingerprint", ""), self.key_ring)
+            settings = _settings(stored)
+            if not validate and not isinstance(settings.get("severity_map", {}), dict):
+                raise ValueError("severity_map is not a JSON object")
+            return Destination.from_registry({"name": name, **settings}, sealed,
+                                             validate=validate)
         except (ValidationError, ValueError) as exc:
             problems = (validation_problems(exc, f"destination {name}: ")
                         if isinstance(exc, ValidationError) else [f"destination {name}: {exc}"])

@@ -45,8 +45,11 @@ class AlertProducer:
             if self.settings.config else {})
         self.keys = Keyspace(self.settings.key_prefix)
         self.redis = redis or redis_client(self.settings)
-        # the file's destinations, then the registry's: one added a moment ago is found
-        self.destinations = DestinationLookup(self.redis, self.keys, file_destinations=file)
+        # the file's destinations, then the registry's: one added a moment ago is found. Only
+        # names and severity maps are read here, so stored settings are not validated again
+        # (workers validate what they deliver with).
+        self.destinations = DestinationLookup(self.redis, self.keys, file_destinations=file,
+                                              validate=False)
         self._script = register_enqueue(self.redis)
         if celery_app is None:
             from worker.app import create_app

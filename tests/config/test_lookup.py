@@ -51,9 +51,9 @@ class Loads:
         self.count, self._load = 0, lookup.registry.load
         lookup.registry.load = self  # type: ignore[method-assign]
 
-    def __call__(self, name: str):
+    def __call__(self, name: str, **options):
         self.count += 1
-        return self._load(name)
+        return self._load(name, **options)
 
 
 def test_the_file_answers_first_then_the_registry_once(make_lookup, registry) -> None:
@@ -208,3 +208,12 @@ def test_the_watcher_waits_instead_of_spinning(make_lookup) -> None:
     time.sleep(1.5)
     # a wake-up per poll (0.2 s) or stop check (0.25 s), not thousands
     assert len(calls) < 30, len(calls)
+
+
+def test_a_producer_takes_stored_settings_as_written(make_lookup, registry) -> None:
+    registry.add("acme", {"events_url": URL, "severity_map": {"p1": "critical"}},
+                 random_routing_key())
+    lookup = make_lookup(validate=False, key_ring=None)
+    lookup.preload(["acme"])
+    destination = lookup.get("acme")
+    assert destination.severity_map == {"p1": "critical"} and destination.origin == "registry"
