@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -39,6 +40,19 @@ ANNOUNCE_GRACE_SECONDS = 0.25
 RECONNECT_MAX_SECONDS = 5.0
 # How often the watcher looks whether it was asked to stop.
 STOP_CHECK_SECONDS = 0.25
+
+
+# Every lookup of this process: a forked child gets fresh locks (a thread of the parent may
+# have held one at the fork, and it would never be released in the child).
+_LOOKUPS: weakref.WeakSet[DestinationLookup] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lookup in list(_LOOKUPS):
+        lookup._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DestinationLookup:
@@ -72,6 +86,7 @@ class DestinationLookup:
         self._pubsub: redis.client.PubSub | None = None
         # set while the watcher is subscribed (tests wait for it)
         self.subscribed = threading.Event()
+        _LOOKUPS.add(self)
 
     # --- lookups --------------------------------------------------------------------------
 

@@ -217,3 +217,36 @@ def test_a_producer_takes_stored_settings_as_written(make_lookup, registry) -> N
     lookup.preload(["acme"])
     destination = lookup.get("acme")
     assert destination.severity_map == {"p1": "critical"} and destination.origin == "registry"
+
+
+def test_a_forked_child_watches_for_itself(make_lookup, registry) -> None:
+    import contextlib
+    import os
+    import select
+    import signal
+
+    registry.add("acme", {"events_url": URL, "source": "before"}, random_routing_key())
+    lookup = make_lookup(watch=True)
+    assert lookup.get("acme").source == "before"
+    wait_until(lookup.subscribed.is_set, 10, message="the watcher to subscribe")
+    read, write = os.pipe()
+    lookup._lock.acquire()  # held by a thread of the parent at the fork
+    child = os.fork()
+    if child == 0:  # the child: its own lock, its own watcher, fresh entries
+        try:
+            ok = lookup.get("acme") is not None and lookup._watcher_pid == os.getpid()
+            registry.client.connection_pool.reset()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    lookup._lock.release()
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 10)
+        assert ready, "the child is stuck (on a lock held at the fork)"
+        assert os.read(read, 1) == b"1"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(read)
