@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import redis
 
@@ -68,11 +68,14 @@ class DestinationLookup:
         ttl_seconds: float = defaults.REGISTRY_READ_TTL_SECONDS,
         metrics_max: int = defaults.METRICS_MAX_DESTINATIONS,
         validate: bool = True,
+        reader: Callable[[], redis.Redis] | None = None,
     ) -> None:
         self.client, self.keys = client, keys
         self.file: dict[str, Destination] = dict(file_destinations or {})
         self.registry = Registry(client, keys, key_ring=key_ring, file_destinations=self.file)
         self.cache_size, self.watch, self.validate = cache_size, watch, validate
+        # the client a miss is read with (a worker thread's own connection), else `client`
+        self._reader = reader
         self.poll_seconds, self.ttl_seconds, self.metrics_max = (poll_seconds, ttl_seconds,
                                                                  metrics_max)
         self._cache: OrderedDict[str, tuple[Destination, float]] = OrderedDict()
@@ -104,7 +107,8 @@ class DestinationLookup:
                 return entry[0]
             epoch = self._epoch
         try:
-            loaded = self.registry.load(name, validate=self.validate)
+            loaded = self.registry.load(name, validate=self.validate,
+                                        client=self._reader() if self._reader else None)
         except InvalidDestinationError as exc:
             log.warning("run-time destination %r cannot be used: %s", name, exc)
             return default

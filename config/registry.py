@@ -53,6 +53,8 @@ from config.secrets import KEY_RING_VARIABLE, KeyRing, fingerprint, stored_key_i
 # run-time windows: `monitao-pd maintenance add`).
 SETTINGS = ("region", "events_url", "source", "client", "client_url", "rate_limit_per_minute",
             "severity_map", "coalesce", "account")
+# The fields a lookup reads (HMGET: a third of HGETALL's reply to parse, on a cache miss).
+LOADED = (*SETTINGS, "routing_key", "routing_key_length", "routing_key_fingerprint")
 # Settings that may be cleared (set back to their default) by an update.
 CLEARABLE = ("events_url", "client_url", "account")
 PAGE = 500
@@ -264,11 +266,13 @@ class Registry:
 
     # --- reading --------------------------------------------------------------------------
 
-    def load(self, name: str, *, validate: bool = True) -> Destination | None:
+    def load(self, name: str, *, validate: bool = True,
+             client: redis.Redis | None = None) -> Destination | None:
         """The run-time destination `name` (its key sealed, not opened), or None. A record
-        that no longer validates raises `InvalidDestinationError`."""
-        return self._parse(name, self.client.hgetall(self.keys.destination(name)),
-                           validate=validate)
+        that no longer validates raises `InvalidDestinationError`. `client`: the connection
+        to read with (a worker thread's own), by default the registry's."""
+        values = (client or self.client).hmget(self.keys.destination(name), LOADED)
+        return self.parse(name, _loaded(values), validate=validate)
 
     def load_many(self, names: list[str], *,
                   validate: bool = True) -> dict[str, Destination | None]:
@@ -277,11 +281,11 @@ class Registry:
         stored settings are taken as written."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.keys.destination(name))
+            pipe.hmget(self.keys.destination(name), LOADED)
         found: dict[str, Destination | None] = {}
-        for name, stored in zip(names, pipe.execute(), strict=True):
+        for name, values in zip(names, pipe.execute(), strict=True):
             try:
-                found[name] = self._parse(name, stored, validate=validate)
+                found[name] = self.parse(name, _loaded(values), validate=validate)
             except InvalidDestinationError:
                 continue
         return found
@@ -291,7 +295,7 @@ class Registry:
         if name in self.file:
             return DestinationRecord.of(self.file[name])
         stored = self.client.hgetall(self.keys.destination(name))
-        destination = self._parse(name, stored)
+        destination = self.parse(name, stored)
         if destination is None:
             raise NotFoundError(f"no destination {name!r}")
         return DestinationRecord.of(destination, stored)
@@ -314,7 +318,7 @@ class Registry:
         records = {}
         for name, stored in zip(names, pipe.execute(), strict=True):
             try:
-                destination = self._parse(name, stored)
+                destination = self.parse(name, stored)
             except InvalidDestinationError:
                 continue  # listed by `config check`; a page shows what it can
             if destination is not None:
@@ -637,8 +641,10 @@ class Registry:
                           routing_key_fingerprint=sealed.fingerprint)
         return fields
 
-    def _parse(self, name: str, stored: Mapping[str, str], *,
-               validate: bool = True) -> Destination | None:
+    def parse(self, name: str, stored: Mapping[str, str], *,
+              validate: bool = True) -> Destination | None:
+        """The destination a stored hash (or the `LOADED` fields of it) describes; None for
+        an empty one; InvalidDestinationError for one that no longer validates."""
         if not stored:
             return None
         try:
@@ -654,6 +660,11 @@ class Registry:
             problems = (validation_problems(exc, f"destination {name}: ")
                         if isinstance(exc, ValidationError) else [f"destination {name}: {exc}"])
             raise InvalidDestinationError(problems) from None
+
+
+def _loaded(values: list[str | None]) -> dict[str, str]:
+    """The `LOADED` fields HMGET found (empty when the destination does not exist)."""
+    return {k: v for k, v in zip(LOADED, values, strict=True) if v is not None}
 
 
 def _settings(stored: Mapping[str, str]) -> dict[str, Any]:

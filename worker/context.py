@@ -64,7 +64,8 @@ class FleetContext:
             self.redis, self.keys, file_destinations=file, key_ring=settings.key_ring(),
             cache_size=settings.destination_cache_size, watch=True,
             poll_seconds=settings.registry_poll_seconds,
-            metrics_max=settings.metrics_max_destinations)
+            metrics_max=settings.metrics_max_destinations,
+            reader=lambda: self.thread_client(self.redis))
 
     @cached_property
     def keys(self) -> Keyspace:
