@@ -58,6 +58,7 @@ LOADED = (*SETTINGS, "routing_key", "routing_key_length", "routing_key_fingerpri
 # Settings that may be cleared (set back to their default) by an update.
 CLEARABLE = ("events_url", "client_url", "account")
 PAGE = 500
+MAX_PAGE = 5000
 CHANGE_ATTEMPTS = 10
 
 NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destinations are "
@@ -308,6 +309,7 @@ class Registry:
              limit: int = PAGE) -> tuple[list[DestinationRecord], str | None]:
         """Up to `limit` records in name order after `after` (file and registry together),
         only `account`'s if given, and the cursor of the next page (None at the end)."""
+        limit = max(1, min(limit, MAX_PAGE))
         names_key = (self.keys.account_destinations(account) if account
                      else self.keys.destination_names)
         low = f"({after}" if after else "-"
