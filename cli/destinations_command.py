@@ -60,21 +60,19 @@ def registry_report(settings: Settings,
     both the file and the registry; routing keys this key ring cannot open). An unreachable
     Redis is said, not a problem of the configuration."""
     try:
-        registry = Registry(redis_client(settings), Keyspace(settings.key_prefix),
-                            key_ring=settings.key_ring(), file_destinations=file)
-        usage = registry.key_usage()
-        clashes = registry.clashes()
-        undecryptable = registry.undecryptable() if usage.destinations else {}
+        found = Registry(redis_client(settings), Keyspace(settings.key_prefix),
+                         key_ring=settings.key_ring(), file_destinations=file).check()
     except RedisUnavailableError as exc:
         return [f"registry: not checked ({exc})"], []
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         return [f"registry: not checked (Redis did not answer: {exc.__class__.__name__})"], []
+    usage, undecryptable = found.usage, found.undecryptable
     keys = ", ".join(f"{key_id} ({count})" for key_id, count in usage.by_key_id.items())
     lines = [f"registry: {usage.destinations} run-time destination(s)"
              + (f", routing keys sealed under key id {keys}" if keys else "")
              + (" (monitao-pd destinations list)" if usage.destinations else "")]
     problems = [f"destinations.{name}: also a run-time destination in the registry (the "
-                "file's is used); remove one of them" for name in clashes]
+                "file's is used); remove one of them" for name in found.clashes]
     for name, why in list(undecryptable.items())[:UNDECRYPTABLE_SHOWN]:
         problems.append(f"registry: {name}: its routing key cannot be opened ({why})")
     if len(undecryptable) > UNDECRYPTABLE_SHOWN:
@@ -203,7 +201,7 @@ def _refuse(problems: list[str], registry: Registry, name: str, settings: dict[s
     if adding:
         faulted = {problem.partition(":")[0] for problem in problems}
         try:
-            registry.check(name, settings, routing_key)
+            registry.validate_new(name, settings, routing_key)
         except InvalidDestinationError as exc:
             problems = problems + [p for p in exc.problems
                                    if p.partition(":")[0] not in faulted]

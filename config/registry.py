@@ -248,6 +248,21 @@ class KeyUsage:
                 "missing": self.missing}
 
 
+@dataclass
+class RegistryCheck:
+    """What `config check` finds in the registry: the key ids in use, the names that the
+    file defines too (the file's is used), and the destinations whose routing key this
+    process's ring cannot open (name -> why)."""
+
+    usage: KeyUsage
+    clashes: list[str]
+    undecryptable: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.clashes and not self.undecryptable
+
+
 class Registry:
     """The run-time destinations of one fleet (its Redis and keyspace), beside the file's.
 
@@ -386,6 +401,12 @@ class Registry:
             pipe.exists(self.keys.destination(name))
         return [name for name, found in zip(names, pipe.execute(), strict=True) if found]
 
+    def check(self) -> RegistryCheck:
+        """Check the whole registry against the file and this key ring (not a hot path)."""
+        usage = self.key_usage()
+        return RegistryCheck(usage, self.clashes(),
+                             self.undecryptable() if usage.destinations else {})
+
     def removed(self, name: str) -> bool:
         """Whether a run-time destination of this name was removed (its tombstone is there)."""
         return bool(self.client.exists(self.keys.destination_removed(name)))
@@ -397,7 +418,7 @@ class Registry:
         """Add a run-time destination. Raises InvalidDestinationError (one problem per line,
         nothing stored), ConflictError (`exists`: the name is taken, here or in the file),
         ConfigurationError (no key ring to seal the routing key)."""
-        destination = self.check(name, settings, routing_key)
+        destination = self.validate_new(name, settings, routing_key)
         if name in self.file:
             raise ConflictError("exists", f"destination {name!r} is defined in the "
                                           "destinations file (MONITAO_PD_CONFIG); names are "
@@ -413,8 +434,8 @@ class Registry:
                                           "(`destinations update` changes it)")
         return self._written(destination, fields, result)
 
-    def check(self, name: str, settings: Mapping[str, Any],
-              routing_key: str | None) -> Destination:
+    def validate_new(self, name: str, settings: Mapping[str, Any],
+                     routing_key: str | None) -> Destination:
         """The destination `add` would store, validated without storing anything; raises
         InvalidDestinationError naming every problem (field and value, never the key's)."""
         problems = self._name_problems(name)

@@ -297,3 +297,16 @@ def test_records_are_json_without_the_key(registry: Registry) -> None:
     assert payload["routing_key"]["origin"] == "registry"
     assert key not in json.dumps(payload)
     assert registry.record("prod").origin == "file"
+
+
+def test_check_finds_names_the_file_took_later_and_keys_that_do_not_open(
+    registry: Registry, redis_conn, prefix: str
+) -> None:
+    before_the_file = Registry(redis_conn, Keyspace(prefix), key_ring=registry.key_ring)
+    before_the_file.add("prod", {"events_url": URL}, random_routing_key())
+    registry.add("acme", {"events_url": URL}, random_routing_key())
+    found = registry.check()
+    assert found.clashes == ["prod"] and found.undecryptable == {} and not found.ok
+    assert found.usage.destinations == 2
+    wrong = Registry(redis_conn, Keyspace(prefix), key_ring=parse_key_ring(generate_key()))
+    assert sorted(wrong.check().undecryptable) == ["acme", "prod"]
