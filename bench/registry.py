@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from bench.run import BATCH, Processes, SimulatorControl, rss_mib
+from bench.run import BATCH, Processes, SimulatorControl, group_cpu_seconds, rss_mib
 
 CONCURRENCY = 64
 
@@ -40,10 +40,15 @@ class Case:
     destinations: int
     latency_ms: float
     rates: list[float] = field(default_factory=list)
+    # CPU ms per event: the worker, the producer (this process), Redis, the simulator
+    cpu: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return statistics.median(self.rates) if self.rates else float("nan")
+
+    def cpu_median(self, index: int) -> float:
+        return statistics.median(c[index] for c in self.cpu) if self.cpu else float("nan")
 
 
 class RegistryBench:
@@ -82,9 +87,9 @@ class RegistryBench:
 
         port = free_port()
         self.events_url = f"http://127.0.0.1:{port}/v2/enqueue"
-        self.processes.start("simulator", [sys.executable, "-m", "cli.main", "simulator",
-                                           "--port", str(port), "--rate-limit", "0"],
-                             self.env("sim"), ready=None)
+        self.sim_process = self.processes.start(
+            "simulator", [sys.executable, "-m", "cli.main", "simulator", "--port", str(port),
+                          "--rate-limit", "0"], self.env("sim"), ready=None)
         self.sim = SimulatorControl(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
         while True:
@@ -135,6 +140,7 @@ class RegistryBench:
                            "monitor_id": n, "incident_id": f"{which}{n}",
                            "summary": f"[DOWN] host-{n}", "level": "critical"})
         schedule = Keyspace(f"{self.prefix}{which}:").schedule
+        before = self.cpu(worker)
         started = time.time()
         for first in range(0, len(events), BATCH):
             producer.send_many(events[first:first + BATCH])
@@ -144,10 +150,21 @@ class RegistryBench:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError(f"the {which} worker did not drain")
             time.sleep(0.02)
+        after = self.cpu(worker)
         receipts = self.sim.receipts()
         if len(receipts) < len(events):
             raise RuntimeError(f"{len(receipts)} of {len(events)} received")
+        self.last_cpu = tuple(1000 * (b - a) / len(events)
+                              for a, b in zip(before, after, strict=True))
         return len(events) / (max(r["ts"] for r in receipts) - started)
+
+    def cpu(self, worker: Any) -> tuple[float, float, float, float]:
+        """CPU seconds so far: the worker's process group, this process (the producer),
+        the Redis server (all its clients), the simulator."""
+        info = self.redis.info("cpu")
+        return (group_cpu_seconds(worker.pid), time.process_time(),
+                float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+                group_cpu_seconds(self.sim_process.pid))
 
     def run(self) -> None:
         from producer import AlertProducer
@@ -171,6 +188,7 @@ class RegistryBench:
                 rate = self.deliver(which, size, latency, workers[which], producers[which],
                                     peaks[which])
                 case.rates.append(rate)
+                case.cpu.append(self.last_cpu)
                 print(f"  run {repeat + 1}: {size} destinations, {latency:.0f} ms: "
                       f"{rate:.0f} events/s", flush=True)
         for which in ("few", "many"):
@@ -183,10 +201,12 @@ class RegistryBench:
         count, seconds = self.registration
         out = [f"registration: {count} destinations in {seconds:.1f} s "
                f"({count / seconds:.0f}/s, Registry.add one at a time)", ""]
-        out.append(f"{'destinations':>12} {'latency':>8} {'events/s':>9}  runs")
+        out.append(f"{'destinations':>12} {'latency':>8} {'events/s':>9}  "
+                   f"{'CPU ms/event: worker, producer, Redis, sim.':>44}  runs")
         for case in self.cases:
+            cpu = ", ".join(f"{case.cpu_median(i):.2f}" for i in range(4))
             out.append(f"{case.destinations:>12} {case.latency_ms:>6.0f} ms {case.rate:>9.0f}  "
-                       + " ".join(f"{r:.0f}" for r in case.rates))
+                       f"{cpu:>44}  " + " ".join(f"{r:.0f}" for r in case.rates))
         out.append("")
         for latency in (0.0, 150.0):
             few = next(c for c in self.cases if c.destinations == 10
