@@ -286,6 +286,12 @@ class DestinationLookup:
                 wake = min(wake, recheck_at)
             timeout = max(0.0, wake - time.monotonic())
             message = pubsub.get_message(timeout=timeout)
+            if message and message["type"] == "subscribe":
+                # redis-py reconnected and subscribed again by itself: whatever was published
+                # in between is lost, so everything cached may be stale
+                log.info("registry notifications resumed after a reconnect; cached "
+                         "destinations dropped")
+                self.invalidate()
             if message and message["type"] == "message":
                 data = message["data"]
                 text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)

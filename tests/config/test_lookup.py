@@ -119,7 +119,12 @@ def test_a_reconnect_drops_every_cached_destination(make_lookup, registry, redis
     lookup.get("acme")
     assert lookup.cached() == 1
     redis_conn.hset(keys.destination("acme"), "source", "after")  # unannounced
-    lookup._pubsub.connection.disconnect()  # the subscriber's connection drops
+    # the server drops the subscriber's connection (only this one): redis-py reconnects
+    # and subscribes again by itself, and whatever was published meanwhile is lost
+    port = lookup._pubsub.connection._sock.getsockname()[1]
+    [client_id] = [c["id"] for c in redis_conn.client_list()
+                   if c["addr"].endswith(f":{port}") and c["addr"].startswith("127.0.0.1")]
+    redis_conn.client_kill_filter(_id=client_id)
     wait_until(lambda: lookup.get("acme").source == "after", timeout=5, interval=0.05,
                message="the reconnect to drop the cache")
     wait_until(lookup.subscribed.is_set, 10, message="the watcher to subscribe again")
