@@ -116,7 +116,8 @@ def read_routing_key(from_stdin: bool, variable: str | None) -> tuple[str | None
             return None, ["routing_key: --routing-key-env looks like a routing key itself "
                           "(not shown); give the name of the variable that holds it"]
         if variable not in os.environ:
-            return None, [f"routing_key: environment variable ${variable} is not set"]
+            shown = f"${variable}" if variable.isidentifier() else repr(variable)
+            return None, [f"routing_key: environment variable {shown} is not set"]
         return os.environ[variable].strip(), []
     if from_stdin:
         if sys.stdin.isatty():
