@@ -17,6 +17,7 @@ from api.metrics import ApiMetrics
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.settings import Settings
 from producer.producer import AlertProducer
 
@@ -28,8 +29,10 @@ class Services:
                  destinations: Mapping[str, Destination] | None = None) -> None:
         self.settings = settings
         # Routing keys are not needed: the API never sends, and never shows one.
-        self.destinations = dict(destinations if destinations is not None else
-                                 load_destinations(settings.config, resolve_secrets=False))
+        self.file_destinations = dict(
+            destinations if destinations is not None else
+            load_destinations(settings.config, resolve_secrets=False) if settings.config
+            else {})
         self.keys = Keyspace(settings.key_prefix)
         self.metrics = ApiMetrics()
 
@@ -46,7 +49,13 @@ class Services:
     @cached_property
     def producer(self) -> AlertProducer:
         """Enqueues events exactly as `send()` does."""
-        return AlertProducer(self.settings, destinations=self.destinations, redis=self.redis)
+        return AlertProducer(self.settings, destinations=self.file_destinations,
+                             redis=self.redis)
+
+    @property
+    def destinations(self) -> DestinationLookup:
+        """The file's destinations and the registry's (the producer's lookup)."""
+        return self.producer.destinations
 
     def close(self) -> None:
         """Release connections."""

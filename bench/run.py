@@ -4,6 +4,7 @@
     .venv/bin/python -m bench --full     # more events and repeats, and a pool sweep
     .venv/bin/python -m bench --pools gevent:64   # after `pip install gevent`
     .venv/bin/python -m bench --scale    # hot-path Redis steps at 100,000 (bench/scale.py)
+    .venv/bin/python -m bench --registry   # 100,000 run-time destinations (bench/registry.py)
 
 Everything runs on this machine: the local Redis (database 9, a key prefix of its own per
 run, deleted afterwards), the PagerDuty simulator in its own process (`monitao-pd
@@ -564,11 +565,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="waiting slots and windows for --scale")
     parser.add_argument("--before", metavar="REV", help="with --scale, also run the code of "
                         "commit REV, side by side")
+    parser.add_argument("--registry", action="store_true",
+                        help="only the run-time destinations bench (bench/registry.py)")
+    parser.add_argument("--destinations", type=int, default=100_000,
+                        help="with --registry: how many destinations to register")
     args = parser.parse_args(argv)
     if args.scale:
         from bench.scale import run_scale
 
         return run_scale(args.size, args.redis_url, args.before)
+    if args.registry:
+        from bench import registry
+
+        return registry.main(args.redis_url or REDIS_URL, args.destinations,
+                             args.events or 3000, args.repeats or 2)
     full = args.full
     options = Options(
         events=args.events or (5000 if full else 2000),

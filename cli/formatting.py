@@ -236,8 +236,7 @@ def status_screen(status: Mapping[str, Any]) -> str:
         if d["circuit"] == "open":
             why.append("circuit open")
         waiting.append(f"{name} ({', '.join(why)})")
-    circuits = ", ".join(f"{name} {d['circuit']}" for name, d in status["destinations"].items()
-                         if d["circuit"] != "unknown") or "unknown (no MONITAO_PD_CONFIG)"
+    circuits = _circuits(status["destinations"])
     queue = status["queue_length"]
     rows = [
         ("workers online", worker_line),
@@ -253,9 +252,52 @@ def status_screen(status: Mapping[str, Any]) -> str:
         ("cooling down", "; ".join(waiting) or "none"),
         ("circuits", circuits),
     ]
+    rows += _registry_rows(status)
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {printable(value)}" for label, value in rows]
     verdict = status["verdict"]
     lines.append("")
     lines.append(("OK: " if status["healthy"] else "ALERT: ") + printable(verdict))
     return "\n".join(lines)
+
+
+# Past this many destinations, `status` counts closed circuits instead of naming each.
+CIRCUITS_NAMED = 10
+
+
+def _circuits(destinations: Mapping[str, Mapping[str, Any]]) -> str:
+    known = {name: d["circuit"] for name, d in destinations.items() if d["circuit"] != "unknown"}
+    if not known:
+        return "unknown (no MONITAO_PD_CONFIG)"
+    if len(known) <= CIRCUITS_NAMED:
+        return ", ".join(f"{name} {circuit}" for name, circuit in known.items())
+    others = [f"{name} {circuit}" for name, circuit in known.items() if circuit != "closed"]
+    closed = len(known) - len(others)
+    return "; ".join([f"{closed} closed", *others[:CIRCUITS_NAMED]]
+                     + ([f"{len(others) - CIRCUITS_NAMED} more not closed"]
+                        if len(others) > CIRCUITS_NAMED else []))
+
+
+def _registry_rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The run-time destinations' lines: how many, under which keys, which do not open."""
+    registry = status.get("registry") or {}
+    count = registry.get("destinations", status.get("registry_destinations", 0))
+    rows = []
+    if count:
+        keys = ", ".join(f"{k} ({n})" for k, n in registry.get("by_key_id", {}).items())
+        text = f"{count} run-time destination(s); routing keys under key id {keys}"
+        if registry.get("ring") is None:
+            text += " (MONITAO_PD_SECRET_KEYS not set here: not checked)"
+        elif registry.get("missing"):
+            text += "; NOT in this MONITAO_PD_SECRET_KEYS: " + ", ".join(
+                f"{k} ({n})" for k, n in registry["missing"].items())
+        rows.append(("registry", text))
+    undecryptable = status.get("undecryptable") or {}
+    if undecryptable:
+        named = ", ".join(f"{name} ({n} event(s))"
+                          for name, n in list(undecryptable.items())[:CIRCUITS_NAMED])
+        more = len(undecryptable) - CIRCUITS_NAMED
+        rows.append(("undecryptable", named + (f", {more} more" if more > 0 else "")
+                     + ": a worker's MONITAO_PD_SECRET_KEYS cannot open their routing key; "
+                       "fix it, then `monitao-pd replay --reason undecryptable`"))
+    return rows

@@ -17,6 +17,7 @@ from cli.options import configured_destinations, filter_options, make_filters, r
 from config.connections import redis_client
 from config.errors import ConfigurationError
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.settings import load_settings
 from worker import dead_letters
 from worker import timeline as timeline_store
@@ -111,9 +112,12 @@ def dlq_show(event_id: str, as_json: bool) -> int:
     settings = load_settings()
     client = redis_client(settings)
     try:
-        destinations = configured_destinations(settings)
+        file = configured_destinations(settings) or {}
     except ConfigurationError:
-        destinations = None  # the body cannot be rebuilt; the rest is still worth showing
+        file = {}  # only run-time destinations' bodies can be rebuilt; the rest is shown
+    # the file's and the registry's (no key ring: the body is rebuilt with the key masked)
+    destinations = DestinationLookup(client, Keyspace(settings.key_prefix),
+                                     file_destinations=file)
     letter = dead_letters.show(client, Keyspace(settings.key_prefix), event_id, destinations,
                                retention_seconds=settings.timeline_retention_seconds)
     click.echo(json.dumps(letter, indent=2) if as_json else dead_letter_detail(letter))

@@ -15,14 +15,16 @@ import click
 
 from cli import inspect_commands, run_command, send_command, service_commands
 from cli.api_command import api
+from cli.destinations_command import destinations
 from cli.health_command import health
 from cli.maintenance_command import maintenance
 from cli.replay_command import replay
+from cli.secrets_command import secrets
 from cli.status_command import status
 from cli.test_destination_command import test_destination
 from cli.tokens_command import tokens
 from cli.webhooks_command import webhooks
-from config.errors import ConfigurationError, MonitaoPDError
+from config.errors import ConfigurationError, InvalidDestinationError, MonitaoPDError
 from config.logs import escape_log_records
 from config.text import printable
 
@@ -49,6 +51,8 @@ for command in (
     webhooks,
     tokens,
     api,
+    destinations,
+    secrets,
 ):
     cli.add_command(command)
 
@@ -68,6 +72,11 @@ def main(args: Sequence[str] | None = None) -> int:
         return 2
     except ConfigurationError as exc:
         click.echo("error: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {printable(problem)}", err=True)
+        return 2
+    except InvalidDestinationError as exc:
+        click.echo("error: invalid destination; nothing was stored", err=True)
         for problem in exc.problems:
             click.echo(f"  {printable(problem)}", err=True)
         return 2

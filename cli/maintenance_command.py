@@ -11,7 +11,8 @@ from config.connections import redis_client
 from config.destinations import load_destinations
 from config.errors import InvalidInputError
 from config.keyspace import Keyspace
-from config.settings import load_settings
+from config.lookup import DestinationLookup
+from config.settings import Settings, load_settings
 from worker import maintenance_windows
 
 
@@ -34,7 +35,7 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
         weekly: str | None, mode: str, reason: str, window_id: str | None) -> int:
     """Add a window; it takes effect on every worker within a second."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
+    destinations = _destinations(settings)
     fields = {"destination": destination, "monitors": monitors, "start": start, "end": end,
               "weekly": weekly, "mode": mode, "reason": reason, "id": window_id}
     try:
@@ -53,9 +54,8 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
 def list_windows(as_json: bool) -> int:
     """List configured and run-time windows, and whether each is active now."""
     settings = load_settings()
-    destinations = load_destinations(settings.config, resolve_secrets=False)
     rows = maintenance_windows.listing(redis_client(settings), Keyspace(settings.key_prefix),
-                                       destinations)
+                                       _destinations(settings))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
@@ -78,8 +78,15 @@ def remove(window_id: str) -> int:
     """Remove a run-time window (configured ones live in the destinations file)."""
     settings = load_settings()
     woken = maintenance_windows.remove(
-        redis_client(settings), Keyspace(settings.key_prefix),
-        load_destinations(settings.config, resolve_secrets=False), window_id)
+        redis_client(settings), Keyspace(settings.key_prefix), _destinations(settings),
+        window_id)
     click.echo(f"removed window {window_id}"
                + (f"; {woken} held key(s) woken" if woken else ""))
     return 0
+
+
+def _destinations(settings: Settings) -> DestinationLookup:
+    """The destinations file's (none without MONITAO_PD_CONFIG) and the registry's."""
+    file = load_destinations(settings.config, resolve_secrets=False) if settings.config else {}
+    return DestinationLookup(redis_client(settings), Keyspace(settings.key_prefix),
+                             file_destinations=file, validate=False)

@@ -109,6 +109,8 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
                 env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim.events_url))
                 env["MONITAO_PD_DEMO_ROUTING_KEY"] = _random_routing_key()
                 sample_to = DEMO_DESTINATION
+                if not env.get("MONITAO_PD_SECRET_KEYS"):
+                    _demo_key_ring(workdir, env)
             os.environ.update(env)  # the producer below reads the same settings as the children
             settings = load_settings()
 
@@ -194,6 +196,18 @@ def _logging_to(path: Path) -> Iterator[None]:
 def _random_routing_key() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def _demo_key_ring(directory: Path, env: dict[str, str]) -> None:
+    """A key ring of this run for `monitao-pd destinations add` (a file, never printed)."""
+    from config.secrets import generate_key
+
+    path = directory / "secret-keys"
+    path.touch(mode=0o600)
+    path.write_text(generate_key(), encoding="utf-8")
+    env["MONITAO_PD_SECRET_KEYS"] = path.read_text(encoding="utf-8")
+    click.echo(f"Key ring for run-time destinations: generated for this run; to add one: "
+               f"export MONITAO_PD_SECRET_KEYS=$(cat {path})")
 
 
 def _write_demo_config(directory: Path, events_url: str) -> Path:

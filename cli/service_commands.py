@@ -34,7 +34,8 @@ def worker(concurrency: int | None, pool: str | None, name: str | None,
     from worker.app import create_app
 
     settings = load_settings()
-    destinations = load_destinations(settings.config)  # fail fast on bad configuration
+    # fail fast on bad configuration; without a file, only run-time destinations
+    destinations = load_destinations(settings.config) if settings.config else {}
     refuse_misconfigured_redis(settings)  # a Redis that is down is waited for, not refused
     app = create_app(settings, destinations)
     argv = [
@@ -123,16 +124,23 @@ def config() -> None:
 
 @config.command("check")
 def config_check() -> int:
-    """Validate settings and destinations; print the destinations with keys masked."""
+    """Validate settings and destinations (file and registry); print them, keys described."""
+    from cli.destinations_command import registry_report
+
     settings = load_settings()
-    destinations = load_destinations(settings.config)
+    destinations = load_destinations(settings.config) if settings.config else {}
     rows = [
         [d.name, d.url, d.describe_routing_key(), str(d.rate_limit_per_minute),
          ", ".join(f"{k}->{v}" for k, v in d.severity_map.items())]
         for d in destinations.values()
     ]
-    click.echo(table(rows, ["destination", "events url", "routing key", "per minute",
+    if rows:
+        click.echo(table(rows, ["destination", "events url", "routing key", "per minute",
                             "severity map"]))
+    lines, problems = registry_report(settings, destinations)
+    click.echo("\n".join(lines))
+    if problems:
+        raise ConfigurationError(problems)
     click.echo(f"configuration OK: {len(destinations)} destination(s), "
                f"key prefix {settings.key_prefix!r}")
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.options import configured_destinations, redis_errors
+from cli.options import redis_errors
 from config import defaults
 from config.settings import load_settings
 from config.text import printable
@@ -52,8 +52,7 @@ def test_destination(name: str, timeout: float, level: str | None, as_json: bool
     import json
 
     settings = load_settings()
-    report = run_test(settings, name, timeout=timeout, level=level,
-                      destinations=configured_destinations(settings))
+    report = run_test(settings, name, timeout=timeout, level=level)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -100,6 +100,20 @@ STATUS_MAX_PENDING_AGE_SECONDS = 600.0
 # How long `monitao-pd test-destination` waits for each of its two events.
 TEST_DESTINATION_TIMEOUT_SECONDS = 60.0
 
+# Run-time destinations (config/registry.py). A worker keeps those it delivers to in a cache
+# of this many (a few KB each); a change reaches it at once through pub/sub, and a poll of the
+# registry's version this often catches a notification lost on a reconnect.
+DESTINATION_CACHE_SIZE = 10_000
+REGISTRY_POLL_SECONDS = 1.0
+# Producers and commands without that subscription re-read a registry destination this often.
+REGISTRY_READ_TTL_SECONDS = 1.0
+# A removed destination's tombstone (its pending events are dead-lettered as
+# `destination_removed`, not `unknown_destination`) outlives any event that may still name it.
+TOMBSTONE_SECONDS = 8 * 24 * 3600.0
+# Past this many destinations, per-destination metric series aggregate under the
+# destination's `account` (or `other`): Prometheus copes badly with 100,000 label values.
+METRICS_MAX_DESTINATIONS = 100
+
 # Workers re-read maintenance windows added at run time this often: a window takes effect
 # within a second without a Redis round trip per event.
 MAINTENANCE_CACHE_SECONDS = 1.0

@@ -1,4 +1,5 @@
-"""Destinations: where events go, read from the TOML file named by `MONITAO_PD_CONFIG`.
+"""Destinations: where events go, from the TOML file named by `MONITAO_PD_CONFIG` or, at run
+time, from the registry in Redis (config/registry.py); both are this one `Destination` model.
 
 ```toml
 [destinations.prod]
@@ -17,14 +18,24 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from config import defaults
-from config.errors import ConfigurationError
+from config.errors import ConfigurationError, UndecryptableError
 from config.maintenance import MaintenanceWindow
+from config.secrets import KeyRing, fingerprint, stored_key_id
 
 Severity = Literal["critical", "error", "warning", "info"]
 
@@ -43,7 +54,29 @@ DEFAULT_SEVERITY_MAP: dict[str, Severity] = {
 }
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# An account is a label (a MoniTao customer): used in metric labels and Redis key names.
+ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ROUTING_KEY_LENGTH = 32
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, repr=False)
+class SealedKey:
+    """A run-time destination's routing key as the registry stores it: sealed (see
+    config/secrets.py), with its length and fingerprint for display. `ring` opens it; only
+    workers are given one."""
+
+    stored: str
+    length: int
+    fingerprint: str
+    ring: KeyRing | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return stored_key_id(self.stored)
+
+    def __repr__(self) -> str:
+        return f"SealedKey(key_id={self.key_id!r}, length={self.length})"
 
 
 class Destination(BaseModel):
@@ -65,6 +98,18 @@ class Destination(BaseModel):
     # Alert-storm coalescing: an unsent trigger followed by its resolve ends `superseded`
     # without reaching PagerDuty, and of several unsent triggers only the newest is sent.
     coalesce: bool = False
+    # The MoniTao customer the destination belongs to: a label for listing and metrics.
+    account: str | None = None
+
+    # A run-time destination's routing key, sealed (never a field: the file cannot set it).
+    _sealed: SealedKey | None = PrivateAttr(None)
+
+    @field_validator("account")
+    @classmethod
+    def _plain_account(cls, value: str | None) -> str | None:
+        if value is not None and not ACCOUNT_PATTERN.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -80,11 +125,22 @@ class Destination(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("source", "client", "events_url", "client_url")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # shown by every command and stored at run time from any caller: no terminal tricks
+        if value is not None and CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
     @field_validator("severity_map")
     @classmethod
     def _non_empty_map(cls, value: dict[str, Severity]) -> dict[str, Severity]:
         if not value:
             raise ValueError("must map at least one MoniTao level")
+        bad = [level for level in value if not level or CONTROL.search(level)]
+        if bad:
+            raise ValueError(f"level {bad[0]!r} is empty or has control characters")
         return value
 
     @property
@@ -96,18 +152,73 @@ class Destination(BaseModel):
         """PagerDuty's severity for a MoniTao level; raises KeyError for an unmapped level."""
         return self.severity_map[level]
 
+    @classmethod
+    def from_registry(cls, fields: Mapping[str, Any], sealed: SealedKey, *,
+                      validate: bool = True) -> Destination:
+        """A run-time destination: validated `fields` and its sealed routing key. Without
+        `validate`, the fields are taken as stored (they were validated when written): for
+        a producer, which reads only the name and the severity map."""
+        destination = cls.model_validate(fields) if validate else cls.model_construct(**fields)
+        destination._sealed = sealed
+        return destination
+
+    @property
+    def origin(self) -> Literal["file", "registry"]:
+        """Where the destination is defined: the destinations file or the run-time registry."""
+        return "registry" if self._sealed is not None else "file"
+
+    @property
+    def sealed_key(self) -> SealedKey | None:
+        """A run-time destination's sealed routing key (None for the file's)."""
+        return self._sealed
+
+    def with_key_ring(self, ring: KeyRing | None) -> Destination:
+        """This destination, able to open its sealed routing key with `ring` (workers)."""
+        if self._sealed is None or self._sealed.ring is ring:
+            return self
+        copy = self.model_copy()
+        copy._sealed = SealedKey(self._sealed.stored, self._sealed.length,
+                                 self._sealed.fingerprint, ring)
+        return copy
+
     def secret(self) -> str:
-        """The routing key; raises ConfigurationError when it was not resolved."""
-        if self.routing_key is None:
-            raise ConfigurationError([f"destinations.{self.name}: routing key is not available"])
-        return self.routing_key.get_secret_value()
+        """The routing key. A run-time destination's is opened here, just before use, with
+        the key ring it was given: `UndecryptableError` when that fails or there is none.
+        Raises ConfigurationError when a file destination's key was not resolved."""
+        if self.routing_key is not None:
+            return self.routing_key.get_secret_value()
+        sealed = self._sealed
+        if sealed is not None:
+            if sealed.ring is None:
+                raise UndecryptableError(f"{self.name}: MONITAO_PD_SECRET_KEYS is not set in "
+                                         "this process, so its routing key cannot be opened")
+            return sealed.ring.open(sealed.stored, self.name)
+        raise ConfigurationError([f"destinations.{self.name}: routing key is not available"])
+
+    def routing_key_info(self) -> dict[str, Any]:
+        """The routing key described (origin, length, fingerprint, key id), never shown."""
+        sealed = self._sealed
+        if sealed is not None:
+            return {"origin": "registry", "variable": None, "resolved": True,
+                    "length": sealed.length, "fingerprint": sealed.fingerprint,
+                    "key_id": sealed.key_id}
+        plain = self.routing_key.get_secret_value() if self.routing_key is not None else None
+        return {"origin": "env" if self.routing_key_env else "inline",
+                "variable": self.routing_key_env, "resolved": plain is not None,
+                "length": len(plain) if plain is not None else None,
+                "fingerprint": fingerprint(plain) if plain is not None else None,
+                "key_id": None}
 
     def describe_routing_key(self) -> str:
         """How the routing key is configured, without revealing any character of it."""
+        info = self.routing_key_info()
+        if info["origin"] == "registry":
+            return (f"sealed in the registry, {info['length']} characters, sha256 "
+                    f"{info['fingerprint']}, key id {info['key_id']}")
         origin = f"from ${self.routing_key_env}" if self.routing_key_env else "inline"
-        if self.routing_key is None:
+        if not info["resolved"]:
             return f"not resolved ({origin})"
-        return f"set, {len(self.routing_key.get_secret_value())} characters, {origin}"
+        return f"set, {info['length']} characters, {origin}, sha256 {info['fingerprint']}"
 
 
 def load_destinations(
@@ -174,25 +285,44 @@ def parse_destinations(
         try:
             result[name] = Destination(name=name, **raw)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                field = ".".join(str(part) for part in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                value = error.get("input")
-                # Values of unknown fields are never echoed: a misnamed key may be a secret.
-                secret_or_unknown = field == "routing_key" or error["type"] == "extra_forbidden"
-                if error["type"] == "extra_forbidden":
-                    message = "unknown field"
-                shown = (
-                    "" if secret_or_unknown or isinstance(value, dict | list)
-                    else f" (got {value!r})"
-                )
-                problems.append(f"{where}.{field}: {message}{shown}")
+            problems.extend(validation_problems(exc, f"{where}."))
     if problems:
         raise ConfigurationError(problems)
     return result
 
 
-def _looks_like_routing_key(text: str) -> bool:
+def validation_problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per error of a `Destination`'s validation: the field, the reason, the value
+    (never a routing key's, nor an unknown field's: a misnamed field may hold a secret)."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        secret_or_unknown = field == "routing_key" or error["type"] == "extra_forbidden"
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        shown = (
+            "" if secret_or_unknown or isinstance(value, dict | list)
+            else f" (got {value!r})"
+        )
+        problems.append(f"{prefix}{field}: {message}{shown}")
+    return problems
+
+
+def routing_key_problem(value: object) -> str | None:
+    """Why `value` is not a routing key (32 letters or digits), never showing it; or None."""
+    if isinstance(value, str) and len(value) == ROUTING_KEY_LENGTH and value.isalnum() and (
+        value.isascii()
+    ):
+        return None
+    length = len(value) if isinstance(value, str) else 0
+    return (f"must be {ROUTING_KEY_LENGTH} letters or digits "
+            f"(got {length} characters; value not shown)")
+
+
+def looks_like_routing_key(text: str) -> bool:
+    """Whether a name given for a variable is shaped like a routing key itself."""
     # Variable names are rarely 32 letters and digits with no underscore; keys always are.
     return len(text) == ROUTING_KEY_LENGTH and text.isalnum() and not text.isalpha()
 
@@ -212,7 +342,7 @@ def _resolve_routing_key(
         if not resolve_secrets:
             return None
         if env_name not in environ:
-            if _looks_like_routing_key(env_name):
+            if looks_like_routing_key(env_name):
                 return ("routing_key_env looks like a routing key itself (not shown); "
                         "give the name of the environment variable that holds it")
             return f"routing_key_env: environment variable ${env_name} is not set"
@@ -221,10 +351,5 @@ def _resolve_routing_key(
     if not resolve_secrets:
         raw.pop("routing_key", None)
         return None
-    if not isinstance(inline, str) or len(inline) != ROUTING_KEY_LENGTH or not inline.isalnum():
-        length = len(inline) if isinstance(inline, str) else 0
-        return (
-            f"routing_key must be {ROUTING_KEY_LENGTH} letters or digits "
-            f"(got {length} characters; value not shown)"
-        )
-    return None
+    problem = routing_key_problem(inline)
+    return f"routing_key {problem}" if problem else None

@@ -5,10 +5,13 @@
      ├── InvalidInputError         fix the request (an argument, a filter, a cursor)
      │    ├── InvalidEventError         fix the event; nothing was enqueued
      │    │    └── UnknownDestinationError   name a configured destination
-     │    └── AmbiguousIdError          give more characters of the id
+     │    ├── AmbiguousIdError          give more characters of the id
+     │    └── InvalidDestinationError   fix the destination's fields; nothing was stored
      ├── RedisUnavailableError     Redis did not answer; retry later or fix the URL
-     ├── NotFoundError             an id given by the caller does not exist
-     ├── ConflictError             the thing exists but its state refuses the request
+     ├── NotFoundError             an id or name given by the caller does not exist
+     ├── ConflictError             the thing exists but its state refuses the request;
+     │                             nothing changed
+     ├── UndecryptableError        a stored secret does not open with this key ring
      └── AuthenticationError       no API token, or one that is unknown or revoked
           └── PermissionDeniedError     a valid token without the scope the request needs
 """
@@ -62,9 +65,29 @@ class NotFoundError(MonitaoPDError):
     """An event, incident or destination named by the caller does not exist."""
 
 
+class InvalidDestinationError(InvalidInputError):
+    """A run-time destination was refused; `problems` name each field and its value (never a
+    secret's), one line each, and nothing was stored."""
+
+    summary = "invalid destination"
+
+
 class ConflictError(MonitaoPDError):
-    """What the caller named exists, but its state refuses the request (e.g. a dead letter
-    whose replay is already on its way cannot be purged)."""
+    """What the caller named exists, but its state refuses the request and nothing was
+    changed. `code` says how: `exists` (the name is taken), `read_only` (a destination of the
+    file), `pending_events` (removing would dead-letter `pending` events: confirm),
+    `changed` (changed meanwhile), `conflict` (any other: a dead letter whose replay is on
+    its way cannot be purged, ...)."""
+
+    def __init__(self, message: str, *, code: str = "conflict", pending: int = 0) -> None:
+        self.code, self.pending = code, pending
+        super().__init__(message)
+
+
+class UndecryptableError(MonitaoPDError):
+    """A secret stored in Redis does not open with this process's key ring
+    (`MONITAO_PD_SECRET_KEYS`): its key is missing from the ring, or the value was altered.
+    The message names the destination and key id, never any part of the secret."""
 
 
 class AuthenticationError(MonitaoPDError):

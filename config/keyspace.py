@@ -7,6 +7,8 @@ contain '/', so the first '/' splits it back.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 
 
@@ -19,6 +21,13 @@ def split_slot(slot: str) -> tuple[str, str]:
     """Inverse of `slot_of`."""
     destination, _, dedup_key = slot.partition("/")
     return destination, dedup_key
+
+
+@functools.lru_cache(maxsize=1024)
+def endpoint_id(url: str) -> str:
+    """A short, stable name for an Events endpoint (URLs may carry credentials): what its
+    circuit keys are named by."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -199,3 +208,43 @@ class Keyspace:
     def intake_lease(self) -> str:
         """String with a TTL: the token of the one intake consumer taking entries now."""
         return f"{self.prefix}intake-lease"
+    # --- the destination registry (config/registry.py) ---------------------------------------
+
+    def destination(self, name: str) -> str:
+        """Hash: one run-time destination's settings, its sealed routing key, `version`,
+        `created_at`, `updated_at`."""
+        return f"{self.prefix}destination:{name}"
+
+    @property
+    def destination_names(self) -> str:
+        """Sorted set (all scores 0, so ordered by name): every run-time destination."""
+        return f"{self.prefix}destinations"
+
+    def account_destinations(self, account: str) -> str:
+        """Sorted set (all scores 0): the run-time destinations of one account."""
+        return f"{self.prefix}account-destinations:{account}"
+
+    @property
+    def registry_version(self) -> str:
+        """String: a counter bumped by every change of the registry (workers poll it)."""
+        return f"{self.prefix}registry-version"
+
+    @property
+    def registry_channel(self) -> str:
+        """Pub/sub channel (not a key): `version name` of every registry change."""
+        return f"{self.prefix}registry"
+
+    @property
+    def registry_key_ids(self) -> str:
+        """Hash: key id -> how many run-time destinations' routing keys it seals."""
+        return f"{self.prefix}registry-key-ids"
+
+    @property
+    def registry_endpoints(self) -> str:
+        """Hash: endpoint id -> how many run-time destinations post to that endpoint."""
+        return f"{self.prefix}registry-endpoints"
+
+    def destination_removed(self, name: str) -> str:
+        """String with a TTL: present after a run-time destination was removed, so its
+        pending events are dead-lettered as `destination_removed`."""
+        return f"{self.prefix}destination-removed:{name}"

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config import defaults
 from config.errors import ConfigurationError
+from config.secrets import KeyRing, parse_key_ring
 
 
 class Settings(BaseSettings):
@@ -113,6 +114,15 @@ class Settings(BaseSettings):
         (), description="PagerDuty webhook subscription secrets, comma-separated")
     webhook_dedup_seconds: float = Field(defaults.WEBHOOK_DEDUP_SECONDS, gt=0)
 
+    # Run-time destinations (config/registry.py): the key ring that seals their routing keys
+    # (comma-separated base64 32-byte keys; the first encrypts, all decrypt), how many each
+    # process keeps in memory, and the number of destinations past which metrics aggregate.
+    secret_keys: SecretStr | None = Field(
+        None, description="key ring for routing keys stored in Redis, comma-separated")
+    destination_cache_size: int = Field(defaults.DESTINATION_CACHE_SIZE, ge=1)
+    registry_poll_seconds: float = Field(defaults.REGISTRY_POLL_SECONDS, gt=0)
+    metrics_max_destinations: int = Field(defaults.METRICS_MAX_DESTINATIONS, ge=0)
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
@@ -128,6 +138,19 @@ class Settings(BaseSettings):
     @classmethod
     def _credentials_in_user_part(cls, value: str | None) -> str | None:
         return credentials_in_user_part(value) if value is not None else None
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _valid_key_ring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key_ring(value.get_secret_value())  # ValueError names the bad key's position
+        return value
+
+    def key_ring(self) -> KeyRing | None:
+        """The key ring of `MONITAO_PD_SECRET_KEYS`, or None when it is not set."""
+        if self.secret_keys is None:
+            return None
+        return parse_key_ring(self.secret_keys.get_secret_value())
 
     @field_validator("key_prefix")
     @classmethod
@@ -232,8 +255,14 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigurationError(describe_validation_error(exc, env_prefix="MONITAO_PD_")) from None
 
 
+# Settings whose values are never echoed in an error, whatever is wrong with them.
+SECRET_SETTINGS = frozenset({"secret_keys", "flower_password", "callback_secret",
+                             "webhook_secrets", "redis_sentinel_password"})
+
+
 def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> list[str]:
-    """One readable line per pydantic error: the field (as its variable), the reason, the value."""
+    """One readable line per pydantic error: the field (as its variable), the reason, the value
+    (never a secret's)."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in error["loc"])
@@ -244,9 +273,10 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> lis
             lines.extend(message.split("; "))
             continue
         value = error.get("input")
+        secret = bool(error["loc"]) and error["loc"][0] in SECRET_SETTINGS
         if isinstance(value, str) and loc.endswith("url"):
             value = redact_url(value)
-        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) or value is None or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return lines
 

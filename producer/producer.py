@@ -13,6 +13,7 @@ from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.errors import InvalidEventError, RedisUnavailableError, UnknownDestinationError
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.settings import Settings, load_settings, redact_url
 from producer.enqueue import DUPLICATE, PUBLISH, enqueue_arguments, register_enqueue
 from producer.event import AlertEvent, parse_event
@@ -36,18 +37,24 @@ class AlertProducer:
         self,
         settings: Settings | None = None,
         *,
-        destinations: Mapping[str, Destination] | None = None,
+        destinations: Mapping[str, Destination] | DestinationLookup | None = None,
         redis: redis.Redis | None = None,
         celery_app: Celery | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.destinations = dict(
-            destinations
-            if destinations is not None
-            else load_destinations(self.settings.config, resolve_secrets=False)
-        )
         self.keys = Keyspace(self.settings.key_prefix)
         self.redis = redis or redis_client(self.settings)
+        if isinstance(destinations, DestinationLookup):  # a worker's own (its intake)
+            self.destinations = destinations
+        else:
+            file = destinations if destinations is not None else (
+                load_destinations(self.settings.config, resolve_secrets=False)
+                if self.settings.config else {})
+            # the file's destinations, then the registry's: one added a moment ago is found.
+            # Only names and severity maps are read here, so stored settings are not
+            # validated again (workers validate what they deliver with).
+            self.destinations = DestinationLookup(self.redis, self.keys,
+                                                  file_destinations=file, validate=False)
         self._script = register_enqueue(self.redis)
         if celery_app is None:
             from worker.app import create_app
@@ -68,17 +75,19 @@ class AlertProducer:
         fields: dict[str, Any] = parsed.model_dump() if parsed is not None else dict(event)
         name = fields.get("destination")
         unknown = False
+        destination = None
         if not _names(problems, "destination"):
-            if name is None and len(self.destinations) == 1:
-                name = next(iter(self.destinations))
-            elif name is None:
-                problems.append("destination: required when several destinations are "
-                                f"configured ({', '.join(sorted(self.destinations))})")
-            elif name not in self.destinations:
-                unknown = True
-                problems.append(f"destination: unknown destination {name!r} "
-                                f"(configured: {', '.join(sorted(self.destinations))})")
-        destination = self.destinations.get(name) if isinstance(name, str) else None
+            if name is None:
+                name = self.destinations.only()
+                if name is None:
+                    problems.append("destination: required unless exactly one destination is "
+                                    f"configured ({self.destinations.describe_names()})")
+            if name is not None:
+                destination = self.destinations.get(name)
+                if destination is None:
+                    unknown = True
+                    problems.append(f"destination: unknown destination {name!r} "
+                                    f"(configured: {self.destinations.describe_names()})")
         level = fields.get("level", "critical")
         if (destination is not None and isinstance(level, str) and not _names(problems, "level")
                 and level.strip() not in destination.severity_map):
@@ -106,6 +115,12 @@ class AlertProducer:
         If any event is invalid, nothing is sent and `InvalidEventError` names each problem
         with the event's position. Returns the event ids in the order given.
         """
+        events = list(events)
+        # the run-time destinations they name, read in one round trip
+        self.destinations.preload(
+            name for name in (raw.get("destination") if isinstance(raw, dict)
+                              else getattr(raw, "destination", None) for raw in events)
+            if isinstance(name, str))
         prepared, problems = [], []
         for index, raw in enumerate(events):
             try:

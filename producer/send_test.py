@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from config.destinations import Destination, load_destinations
-from config.errors import ConfigurationError, NotFoundError
+from config.destinations import Destination
+from config.errors import NotFoundError
 from config.settings import Settings
 from worker import timeline
 
@@ -116,19 +116,18 @@ def run_test(
     """
     from producer.producer import AlertProducer
 
-    if destinations is None:
-        if settings.config is None:
-            raise ConfigurationError(["MONITAO_PD_CONFIG: no destinations file is configured"])
-        destinations = load_destinations(settings.config, resolve_secrets=False)
-    destination = destinations.get(name)
-    if destination is None:
-        raise NotFoundError(f"unknown destination {name!r} "
-                            f"(configured: {', '.join(sorted(destinations))})")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     incident = f"test-{stamp}-{uuid.uuid4().hex[:6]}"
     base = {"destination": name, "monitor_id": TEST_MONITOR, "incident_id": incident}
     own = producer is None
+    # the file's destinations (MONITAO_PD_CONFIG, or those given) and the registry's
     sender = producer or AlertProducer(settings, destinations=destinations)
+    destination = sender.destinations.get(name)
+    if destination is None:
+        if own:
+            sender.close()
+        raise NotFoundError(f"unknown destination {name!r} "
+                            f"(configured: {sender.destinations.describe_names()})")
     results = []
     deadline = time.monotonic() + timeout
     try:

@@ -83,6 +83,7 @@ class DispatcherStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         worker.app.fleet.stopping.clear()
+        worker.app.fleet.destinations.start()  # watch the registry from the start
         self.dispatcher = Dispatcher(worker.app.fleet, worker.app)
         self.dispatcher.start()
 

@@ -15,6 +15,7 @@ import redis
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.settings import Settings, load_settings
 from worker.http_transport import ThreadConnectionsTransport
 from worker.maintenance import MaintenanceView
@@ -51,11 +52,20 @@ class FleetContext:
         return self._settings or load_settings()
 
     @cached_property
-    def destinations(self) -> dict[str, Destination]:
-        """Every configured destination, routing keys resolved."""
-        if self._destinations is not None:
-            return self._destinations
-        return load_destinations(self.settings.config)
+    def destinations(self) -> DestinationLookup:
+        """Destinations by name: the file's (given, or `MONITAO_PD_CONFIG`'s, routing keys
+        resolved), then the registry's, cached and kept fresh (config/lookup.py); their
+        routing keys open with `MONITAO_PD_SECRET_KEYS`, in this process only."""
+        settings = self.settings
+        file = self._destinations
+        if file is None:
+            file = load_destinations(settings.config) if settings.config else {}
+        return DestinationLookup(
+            self.redis, self.keys, file_destinations=file, key_ring=settings.key_ring(),
+            cache_size=settings.destination_cache_size, watch=True,
+            poll_seconds=settings.registry_poll_seconds,
+            metrics_max=settings.metrics_max_destinations,
+            reader=lambda: self.thread_client(self.redis))
 
     @cached_property
     def keys(self) -> Keyspace:
@@ -111,7 +121,7 @@ class FleetContext:
     @cached_property
     def maintenance(self) -> MaintenanceView:
         """Maintenance windows, configured and added at run time."""
-        return MaintenanceView(self.redis, self.keys, self.destinations.values(),
+        return MaintenanceView(self.redis, self.keys, self.destinations.file.values(),
                                self.settings.maintenance_cache_seconds)
 
     @cached_property
@@ -150,6 +160,8 @@ class FleetContext:
 
     def close(self) -> None:
         """Close the HTTP client and Redis connections of this process."""
+        if "destinations" in self.__dict__:
+            self.destinations.close()
         with self._lock:
             if self._http is not None and self._http[0] == os.getpid():
                 self._http[1].close()

@@ -26,6 +26,7 @@ from config.destinations import Destination
 from config.errors import AmbiguousIdError, ConflictError, InvalidInputError, NotFoundError
 from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, split_slot
+from config.lookup import DestinationLookup
 from config.settings import Settings
 from config.text import MASK, mask_routing_keys, printable
 from worker import paging, timeline
@@ -323,7 +324,8 @@ def masked_body(
     except ValueError as exc:  # not even text (bytes kept with surrogate escapes)
         return None, f"the stored event cannot be decoded ({type(exc).__name__})"
     if destination is None:
-        return None, "its destination is not in the configuration (MONITAO_PD_CONFIG)"
+        return None, ("its destination is neither in the destinations file (MONITAO_PD_CONFIG) "
+                      "nor in the registry")
     stand_in = destination.model_copy(update={"routing_key": SecretStr(MASK)})
     try:
         return build_event(event, stand_in), None
@@ -333,7 +335,7 @@ def masked_body(
 
 def show(
     client: redis.Redis, keys: Keyspace, event_id: str,
-    destinations: Mapping[str, Destination] | None = None, *,
+    destinations: Mapping[str, Destination] | DestinationLookup | None = None, *,
     retention_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Everything about one dead letter: the event, the masked body, every attempt.

@@ -20,7 +20,8 @@ from config import defaults
 from config.connections import redact_urls, redis_client
 from config.destinations import Destination, load_destinations
 from config.errors import ConfigurationError
-from config.keyspace import Keyspace, split_slot
+from config.keyspace import Keyspace, endpoint_id, split_slot
+from config.registry import Registry
 from config.settings import Settings
 from worker import dead_letters
 from worker.timeline import redis_millis
@@ -43,6 +44,7 @@ class DestinationState:
     rate_limit_per_minute: int | None = None
     circuit: str = "unknown"  # closed, open, half_open (a probe may go), unknown (no config)
     circuit_failures: int = 0
+    account: str | None = None
 
 
 @dataclass
@@ -61,6 +63,11 @@ class FleetState:
     replays_pending: int = 0
     queue_length: int | None = None
     destinations: dict[str, DestinationState] = field(default_factory=dict)
+    # run-time destinations (config/registry.py), and those whose events were dead-lettered
+    # because a worker's key ring could not open their routing key (name -> events)
+    registry_destinations: int = 0
+    destinations_known: int = 0  # the file's (as given) and the registry's
+    undecryptable: dict[str, int] = field(default_factory=dict)
 
     @property
     def oldest_pending_age_seconds(self) -> float | None:
@@ -99,17 +106,26 @@ def read_state(
     (the endpoint comes from a destination's URL)."""
     state = FleetState(now_ms=redis_millis(client))
     configured: dict[str, Destination | None] = {}
-    if isinstance(destinations, Mapping):
+    file = getattr(destinations, "file", None)  # a DestinationLookup: its file's
+    if isinstance(file, Mapping):
+        configured.update(file)
+    elif isinstance(destinations, Mapping):
         configured.update(destinations)
     elif destinations is not None:
         configured.update(dict.fromkeys(destinations))
     _read_slots(client, keys, state)
-    for name in sorted(set(configured) | set(state.destinations)):
-        _read_destination(client, keys, state, name, configured.get(name),
-                          circuit_threshold, rate_window_seconds)
+    state.registry_destinations = int(client.zcard(keys.destination_names))
+    state.destinations_known = len(configured) + state.registry_destinations
+    names = sorted(set(configured) | set(state.destinations))
+    for start in range(0, len(names), PAGE):
+        _read_destinations(client, keys, state, names[start:start + PAGE], configured,
+                           circuit_threshold, rate_window_seconds)
     for letter in dead_letters.iter_dead_letters(client, keys):
         if letter["state"] == "dead_lettered":
             state.dead_letters[letter["reason"]] = state.dead_letters.get(letter["reason"], 0) + 1
+            if letter["reason"] == "undecryptable":
+                name = letter["destination"]
+                state.undecryptable[name] = state.undecryptable.get(name, 0) + 1
         elif letter["state"] == "replay_pending":
             state.replays_pending += 1
     state.dead_letters = dict(sorted(state.dead_letters.items(),
@@ -158,34 +174,61 @@ def _read_slots(client: redis.Redis, keys: Keyspace, state: FleetState) -> None:
         state.destinations[name] = DestinationState(name, pending_events=pending)
 
 
-def _read_destination(
-    client: redis.Redis, keys: Keyspace, state: FleetState, name: str,
-    destination: Destination | None, circuit_threshold: int, rate_window_seconds: float,
+def _read_destinations(
+    client: redis.Redis, keys: Keyspace, state: FleetState, names: list[str],
+    configured: Mapping[str, Destination | None], circuit_threshold: int,
+    rate_window_seconds: float,
 ) -> None:
-    from worker.delivery import endpoint_id
-
+    """Budget, cooldown and circuit of a page of destinations, in two round trips. A name the
+    file does not configure is looked up in the registry (its endpoint and budget)."""
     now = state.now_ms
-    entry = state.destinations.setdefault(name, DestinationState(name))
     pipe = client.pipeline(transaction=False)
-    pipe.hget(keys.cooldown(name), "until")
-    pipe.zcard(keys.rate_waiting(name))
-    pipe.zcount(keys.rate_window(name), now - int(rate_window_seconds * 1000), "+inf")
-    if destination is not None:
-        pipe.hmget(keys.circuit(endpoint_id(destination.url)), "failures", "open_until")
+    for name in names:
+        pipe.hget(keys.cooldown(name), "until")
+        pipe.zcard(keys.rate_waiting(name))
+        pipe.zcount(keys.rate_window(name), now - int(rate_window_seconds * 1000), "+inf")
+        pipe.hmget(keys.destination(name), "endpoint_id", "rate_limit_per_minute", "account")
     replies = pipe.execute()
-    cool_until = float(replies[0] or 0)
-    entry.cooling_down = cool_until > now
-    entry.cooldown_remaining_seconds = max(0.0, (cool_until - now) / 1000)
-    entry.rate_waiting_keys = int(replies[1])
-    entry.rate_window_requests = int(replies[2])
-    if destination is not None:
-        entry.rate_limit_per_minute = destination.rate_limit_per_minute
-        failures, open_until = (int(float(v or 0)) for v in replies[3])
-        entry.circuit_failures = failures
-        if failures < circuit_threshold:
+    circuits: dict[str, str] = {}
+    for index, name in enumerate(names):
+        cool_until, waiting, window, stored = replies[4 * index: 4 * index + 4]
+        entry = state.destinations.setdefault(name, DestinationState(name))
+        entry.cooling_down = float(cool_until or 0) > now
+        entry.cooldown_remaining_seconds = max(0.0, (float(cool_until or 0) - now) / 1000)
+        entry.rate_waiting_keys = int(waiting)
+        entry.rate_window_requests = int(window)
+        destination = configured.get(name)
+        if destination is not None:
+            entry.rate_limit_per_minute = destination.rate_limit_per_minute
+            entry.account = destination.account
+            circuits[name] = endpoint_id(destination.url)
+        elif stored[0]:
+            entry.rate_limit_per_minute = int(stored[1] or 0) or None
+            entry.account = stored[2]
+            circuits[name] = stored[0]
+    pipe = client.pipeline(transaction=False)
+    for endpoint in circuits.values():
+        pipe.hmget(keys.circuit(endpoint), "failures", "open_until")
+    for name, (failures, open_until) in zip(circuits, pipe.execute(), strict=True):
+        entry = state.destinations[name]
+        entry.circuit_failures = int(float(failures or 0))
+        if entry.circuit_failures < circuit_threshold:
             entry.circuit = "closed"
         else:
-            entry.circuit = "open" if now < open_until else "half_open"
+            entry.circuit = "open" if now < int(float(open_until or 0)) else "half_open"
+
+
+def destination_state(
+    client: redis.Redis, keys: Keyspace, name: str, destination: Destination | None, *,
+    pending_events: int = 0, circuit_threshold: int = defaults.CIRCUIT_THRESHOLD,
+    rate_window_seconds: float = defaults.RATE_WINDOW_SECONDS,
+) -> DestinationState:
+    """One destination's budget, cooldown and circuit now (for `destinations show`)."""
+    state = FleetState(now_ms=redis_millis(client))
+    state.destinations[name] = DestinationState(name, pending_events=pending_events)
+    _read_destinations(client, keys, state, [name], {name: destination}, circuit_threshold,
+                       rate_window_seconds)
+    return state.destinations[name]
 
 
 def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
@@ -215,6 +258,8 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                        circuit_threshold=settings.circuit_threshold,
                        rate_window_seconds=settings.rate_window_seconds, broker=broker)
     result = state.as_dict()
+    result["registry"] = Registry(client, Keyspace(settings.key_prefix),
+                                  key_ring=settings.key_ring()).key_usage().as_dict()
     result["workers"], result["workers_error"] = None, None
     if ping:
         try:

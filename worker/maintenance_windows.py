@@ -15,23 +15,24 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from config.destinations import Destination
 from config.errors import ConflictError, InvalidInputError, NotFoundError
 from config.keyspace import Keyspace
+from config.lookup import DestinationLookup
 from config.maintenance import MaintenanceWindow
 from config.settings import describe_validation_error
 from worker.maintenance import add_window, all_windows, held_keys, remove_window
 
 
-def add(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Destination],
+def add(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
         fields: Mapping[str, Any]) -> tuple[MaintenanceWindow, int]:
-    """Validate and store a run-time window (replacing one with its id); return it and how
-    many keys the replaced window held (now woken). Raises `InvalidInputError` naming each
-    field, `ConflictError` for the id of a window of the destinations file."""
+    """Validate and store a run-time window (replacing one with its id) of a destination of
+    the file or the registry; return it and how many keys the replaced window held (now
+    woken). Raises `InvalidInputError` naming each field, `ConflictError` for the id of a
+    window of the destinations file."""
     name = fields.get("destination")
-    if name not in destinations:
+    if not isinstance(name, str) or name not in destinations:
         raise InvalidInputError([f"destination: unknown destination {name!r} "
-                                 f"(configured: {', '.join(sorted(destinations))})"])
+                                 f"(configured: {destinations.describe_names()})"])
     try:
         window = MaintenanceWindow.model_validate(
             {**{k: v for k, v in fields.items() if v is not None}, "origin": "runtime"})
@@ -43,14 +44,15 @@ def add(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Destinat
     return window, add_window(client, keys, window)
 
 
-def listing(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Destination],
+def listing(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
             now: datetime | None = None) -> list[dict[str, Any]]:
     """Every window, configured then run-time, JSON-ready, with `active_until` (when it
     ends if active now, else None) and `holding` (keys a run-time window holds; None for a
     configured one)."""
     now = now or datetime.now(UTC)
     return [row(client, keys, window, now)
-            for window in all_windows(client, keys, destinations.values())]
+            for window in all_windows(client, keys,
+                                      (d for _, d in destinations.file_items()))]
 
 
 def row(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow,
@@ -63,7 +65,7 @@ def row(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow,
                 else None)
 
 
-def remove(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Destination],
+def remove(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
            window_id: str) -> int:
     """Remove a run-time window; return how many keys it held (now woken). Raises
     `ConflictError` for a window of the destinations file, `NotFoundError` for no window."""
@@ -74,7 +76,7 @@ def remove(client: redis.Redis, keys: Keyspace, destinations: Mapping[str, Desti
     return woken
 
 
-def _refuse_configured(destinations: Mapping[str, Destination], window_id: str) -> None:
-    if any(w.id == window_id for d in destinations.values() for w in d.maintenance):
+def _refuse_configured(destinations: DestinationLookup, window_id: str) -> None:
+    if any(w.id == window_id for _, d in destinations.file_items() for w in d.maintenance):
         raise ConflictError(f"window {window_id!r} is defined in the destinations file; "
                             "change it there")

@@ -30,9 +30,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from config import defaults
 from config.destinations import Destination
 from config.keyspace import Keyspace
-from worker.fleet_state import FleetState, read_state
+from config.lookup import OTHER_LABEL
+from worker.fleet_state import DestinationState, FleetState, read_state
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +143,50 @@ class RedisStateCollector:
                                 value=0 if state is None else 1)
         if state is None:
             return
-        yield from _fleet_gauges(state)
+        settings = getattr(self._source, "settings", None)
+        yield from _fleet_gauges(state, settings.metrics_max_destinations if settings is not None
+                                 else defaults.METRICS_MAX_DESTINATIONS)
+
+
+def destination_label(state: DestinationState, aggregate: bool) -> str:
+    """A destination's label in the fleet gauges: its name, or once the fleet has more
+    destinations than `MONITAO_PD_METRICS_MAX_DESTINATIONS`, `account:ACCOUNT` or `other`
+    (as `DestinationLookup.metrics_label` labels the counters)."""
+    if not aggregate or state.name.startswith("@"):
+        return state.name
+    return f"account:{state.account}" if state.account else OTHER_LABEL
+
+
+def _by_label(state: FleetState, max_destinations: int) -> dict[str, DestinationState]:
+    """The destinations' states, summed per label when they are aggregated."""
+    aggregate = state.destinations_known > max_destinations
+    if not aggregate:
+        return dict(state.destinations)
+    merged: dict[str, DestinationState] = {}
+    for d in state.destinations.values():
+        label = destination_label(d, aggregate)
+        into = merged.setdefault(label, DestinationState(label, circuit="closed"))
+        into.pending_events += d.pending_events
+        into.cooling_down = into.cooling_down or d.cooling_down
+        into.cooldown_remaining_seconds = max(into.cooldown_remaining_seconds,
+                                              d.cooldown_remaining_seconds)
+        into.rate_waiting_keys += d.rate_waiting_keys
+        into.rate_window_requests += d.rate_window_requests
+        if d.rate_limit_per_minute is not None:
+            into.rate_limit_per_minute = (into.rate_limit_per_minute or 0) + \
+                d.rate_limit_per_minute
+        if CIRCUIT_VALUES.get(d.circuit, -1) > CIRCUIT_VALUES.get(into.circuit, -1):
+            into.circuit = d.circuit
+        into.circuit_failures = max(into.circuit_failures, d.circuit_failures)
+    return merged
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, text, value=value)
 
 
-def _fleet_gauges(state: FleetState) -> Iterator[Metric]:
+def _fleet_gauges(state: FleetState,
+                  max_destinations: int = defaults.METRICS_MAX_DESTINATIONS) -> Iterator[Metric]:
     yield _gauge("monitao_pd_scheduled_keys",
                  "Keys (destination, dedup_key) with pending events (fleet-wide).",
                  state.scheduled_keys)
@@ -199,7 +237,7 @@ def _fleet_gauges(state: FleetState) -> Iterator[Metric]:
                                  labels=["destination"])
     for reason, number in state.dead_letters.items():
         dead.add_metric([reason], number)
-    for name, d in sorted(state.destinations.items()):
+    for name, d in sorted(_by_label(state, max_destinations).items()):
         pending.add_metric([name], d.pending_events)
         cooling.add_metric([name], 1 if d.cooling_down else 0)
         cool_left.add_metric([name], d.cooldown_remaining_seconds)

@@ -61,7 +61,7 @@ def test_invalid_events_get_sends_messages_naming_each_field(
     assert problems(response) == [  # every problem, as send() raises them, word for word
         "monitor_id: String should match pattern '^[A-Za-z0-9._:-]+$' (got '1 2')",
         "summary: required for a trigger", "colour: unknown field (got 'red')",
-        "destination: required when several destinations are configured (prod, staging)"]
+        "destination: required unless exactly one destination is configured (prod, staging)"]
     assert response.json()["detail"] == "invalid event"
 
     unknown = client.post("/v1/events", json=event(1, 9, "trigger", destination="nope"))

@@ -15,6 +15,7 @@ from config.destinations import (
     parse_destinations,
 )
 from config.errors import ConfigurationError
+from config.secrets import fingerprint
 
 # Fake routing keys: right shape (32 letters or digits), obviously not real.
 KEY = "R" * 32
@@ -400,9 +401,9 @@ def test_load_file_without_secrets(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "environ", "description"),
     [
-        ({"routing_key": KEY}, {}, "set, 32 characters, inline"),
+        ({"routing_key": KEY}, {}, "set, 32 characters, inline, sha256 " + fingerprint(KEY)),
         ({"routing_key_env": "PD_KEY_PROD"}, {"PD_KEY_PROD": KEY},
-         "set, 32 characters, from $PD_KEY_PROD"),
+         "set, 32 characters, from $PD_KEY_PROD, sha256 " + fingerprint(KEY)),
     ],
 )
 def test_key_never_shown(fields: dict[str, Any], environ: dict[str, str],

@@ -54,7 +54,7 @@ def test_a_missing_destination_among_several_beside_other_problems(
 ) -> None:
     problems = problems_of(producer, {"action": "fire", "monitor_id": "1", "incident_id": "2"})
     assert [p.split(":", 1)[0] for p in problems] == ["action", "destination"]
-    assert "required when several destinations are configured" in problems[1]
+    assert "required unless exactly one destination is configured" in problems[1]
 
 
 def test_an_unknown_destination_alone_is_still_an_unknown_destination_error(

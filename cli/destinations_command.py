@@ -1,0 +1,371 @@
+"""`monitao-pd destinations add|update|list|show|remove|reencrypt`: run-time destinations.
+
+A door onto config/registry.py: it parses options, calls the registry once, and renders the
+records it returns. The routing key is never an argument (a process list is public on a
+host): it is read from standard input (`--routing-key-stdin`) or from a variable named by
+`--routing-key-env`, and every command only describes it (origin, length, fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import redis
+
+from cli.formatting import duration, reason_counts, table
+from cli.options import redis_errors
+from config import defaults
+from config.connections import redis_client
+from config.destinations import Destination, load_destinations, looks_like_routing_key
+from config.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidDestinationError,
+    RedisUnavailableError,
+)
+from config.keyspace import Keyspace
+from config.registry import DestinationRecord, Registry
+from config.settings import Settings, load_settings
+from worker import dead_letters
+from worker.fleet_state import destination_state
+
+F = TypeVar("F", bound=Callable[..., Any])
+# `config check` names this many undecryptable destinations, then counts the rest.
+UNDECRYPTABLE_SHOWN = 20
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The fleet's registry, with this process's key ring and the file's destinations (their
+    keys resolved where this environment can, so they are described with a fingerprint)."""
+    file: dict[str, Destination] = {}
+    if settings.config is not None:
+        try:
+            file = load_destinations(settings.config)
+        except ConfigurationError:
+            file = load_destinations(settings.config, resolve_secrets=False)
+    tombstone = max(defaults.TOMBSTONE_SECONDS, settings.max_event_age_seconds + 86400)
+    return Registry(redis_client(settings), Keyspace(settings.key_prefix),
+                    key_ring=settings.key_ring(), file_destinations=file,
+                    tombstone_seconds=tombstone)
+
+
+def registry_report(settings: Settings,
+                    file: dict[str, Destination]) -> tuple[list[str], list[str]]:
+    """What `config check` says of the registry: lines to print, and problems (names in
+    both the file and the registry; routing keys this key ring cannot open). An unreachable
+    Redis is said, not a problem of the configuration."""
+    try:
+        found = Registry(redis_client(settings), Keyspace(settings.key_prefix),
+                         key_ring=settings.key_ring(), file_destinations=file).check()
+    except RedisUnavailableError as exc:
+        return [f"registry: not checked ({exc})"], []
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return [f"registry: not checked (Redis did not answer: {exc.__class__.__name__})"], []
+    usage, undecryptable = found.usage, found.undecryptable
+    keys = ", ".join(f"{key_id} ({count})" for key_id, count in usage.by_key_id.items())
+    lines = [f"registry: {usage.destinations} run-time destination(s)"
+             + (f", routing keys sealed under key id {keys}" if keys else "")
+             + (" (monitao-pd destinations list)" if usage.destinations else "")]
+    problems = [f"destinations.{name}: also a run-time destination in the registry (the "
+                "file's is used); remove one of them" for name in found.clashes]
+    for name, why in list(undecryptable.items())[:UNDECRYPTABLE_SHOWN]:
+        problems.append(f"registry: {name}: its routing key cannot be opened ({why})")
+    if len(undecryptable) > UNDECRYPTABLE_SHOWN:
+        problems.append(f"registry: and {len(undecryptable) - UNDECRYPTABLE_SHOWN} more "
+                        "destination(s) whose routing key cannot be opened")
+    return lines, problems
+
+
+def setting_options(command: F) -> F:
+    """The options of `add` and `update`: the routing key's source and every setting."""
+    for option in reversed((
+        click.option("--routing-key-stdin", is_flag=True,
+                     help="read the routing key from standard input"),
+        click.option("--routing-key-env", metavar="VAR",
+                     help="read the routing key from environment variable VAR"),
+        click.option("--region", help="us or eu (events_url overrides it)"),
+        click.option("--events-url", metavar="URL",
+                     help="an explicit Events API URL ('' to go back to the region's)"),
+        click.option("--source", help="the payload's source (default MoniTao)"),
+        click.option("--client", help="the client name shown in PagerDuty"),
+        click.option("--client-url", metavar="URL", help="link shown in PagerDuty ('' clears)"),
+        click.option("--rate-limit", metavar="N", help="events per minute for this key"),
+        click.option("--severity", "severities", multiple=True, metavar="LEVEL=SEVERITY",
+                     help="map a MoniTao level to critical/error/warning/info (repeat; "
+                          "update merges, LEVEL= removes a level)"),
+        click.option("--coalesce/--no-coalesce", default=None,
+                     help="alert-storm coalescing"),
+        click.option("--account", help="the MoniTao customer it belongs to ('' clears)"),
+    )):
+        command = option(command)
+    return command
+
+
+def read_routing_key(from_stdin: bool, variable: str | None) -> tuple[str | None, list[str]]:
+    """The routing key from standard input or a named variable, and any problem getting it
+    (never showing it)."""
+    if from_stdin and variable:
+        return None, ["routing_key: give either --routing-key-stdin or --routing-key-env"]
+    if variable is not None:
+        if looks_like_routing_key(variable):
+            return None, ["routing_key: --routing-key-env looks like a routing key itself "
+                          "(not shown); give the name of the variable that holds it"]
+        if variable not in os.environ:
+            shown = f"${variable}" if variable.isidentifier() else repr(variable)
+            return None, [f"routing_key: environment variable {shown} is not set"]
+        return os.environ[variable].strip(), []
+    if from_stdin:
+        if sys.stdin.isatty():
+            return click.prompt("routing key", hide_input=True, err=True).strip(), []
+        return sys.stdin.read().strip(), []
+    return None, []
+
+
+def parse_settings(options: dict[str, Any], *, for_update: bool) -> tuple[dict[str, Any],
+                                                                          list[str]]:
+    """The settings the options give, as the registry takes them, and parsing problems."""
+    names = {"region": "region", "events_url": "events_url", "source": "source",
+             "client": "client", "client_url": "client_url",
+             "rate_limit": "rate_limit_per_minute", "coalesce": "coalesce",
+             "account": "account"}
+    settings: dict[str, Any] = {}
+    for option, setting in names.items():
+        value = options.get(option)
+        if value is None:
+            continue
+        if value == "" and setting in ("events_url", "client_url", "account"):
+            value = None  # cleared
+        settings[setting] = value
+    problems = []
+    if options.get("severities"):
+        severity: dict[str, str | None] = {}
+        for entry in options["severities"]:
+            level, sep, value = entry.partition("=")
+            if not sep or not level:
+                problems.append(f"severity_map: {entry!r} is not LEVEL=SEVERITY")
+            elif value or for_update:
+                severity[level] = value or None
+            else:
+                problems.append(f"severity_map.{level}: no severity given ({entry!r})")
+        settings["severity_map"] = severity
+    return settings, problems
+
+
+def key_summary(record: DestinationRecord) -> str:
+    """The routing key in a few words, no character of it."""
+    key = record.routing_key
+    if not key.resolved:
+        return f"not resolved here (from ${key.variable})" if key.variable else "not resolved"
+    origin = {"registry": f"sealed, key id {key.key_id}",
+              "env": f"from ${key.variable}", "inline": "inline"}[key.origin]
+    return f"{key.length} chars, sha256 {key.fingerprint}, {origin}"
+
+
+def record_lines(record: DestinationRecord) -> list[str]:
+    """A destination's settings as `field: value` lines."""
+    severity = ", ".join(f"{k}->{v}" for k, v in record.severity_map.items())
+    lines = [
+        f"destination:    {record.name} ({record.origin})",
+        f"account:        {record.account or '-'}",
+        f"events url:     {record.url}" + (" (explicit)" if record.events_url else
+                                            f" (region {record.region})"),
+        f"routing key:    {key_summary(record)}",
+        f"source/client:  {record.source} / {record.client}",
+        f"client url:     {record.client_url or '-'}",
+        f"per minute:     {record.rate_limit_per_minute}",
+        f"severity map:   {severity}",
+        f"coalesce:       {'yes' if record.coalesce else 'no'}",
+    ]
+    if record.origin == "registry":
+        lines.append(f"version:        {record.version}, created {_when(record.created_at)}, "
+                     f"updated {_when(record.updated_at)}")
+    else:
+        lines.append(f"maintenance:    {record.maintenance_windows} window(s) in the file")
+    return lines
+
+
+def _when(moment: Any) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+
+def _refuse(problems: list[str], registry: Registry, name: str, settings: dict[str, Any],
+            routing_key: str | None, *, adding: bool) -> None:
+    """Raise every problem at once: the options' and, when adding, the registry's for the
+    fields the options did not already fault."""
+    if not problems:
+        return
+    if adding:
+        faulted = {problem.partition(":")[0] for problem in problems}
+        try:
+            registry.validate_new(name, settings, routing_key)
+        except InvalidDestinationError as exc:
+            problems = problems + [p for p in exc.problems
+                                   if p.partition(":")[0] not in faulted]
+    raise InvalidDestinationError(problems)
+
+
+@click.group()
+def destinations() -> None:
+    """Destinations at run time: stored in Redis (routing keys encrypted), seen by every
+    worker within seconds. The destinations file's are listed too, and read-only here."""
+
+
+@destinations.command("add")
+@click.argument("name")
+@setting_options
+@redis_errors
+def add(name: str, routing_key_stdin: bool, routing_key_env: str | None,
+        **options: Any) -> int:
+    """Add destination NAME; its routing key from stdin or --routing-key-env VAR."""
+    settings = load_settings()
+    registry = open_registry(settings)
+    routing_key, problems = read_routing_key(routing_key_stdin, routing_key_env)
+    given, more = parse_settings(options, for_update=False)
+    _refuse(problems + more, registry, name, given, routing_key, adding=True)
+    record = registry.add(name, given, routing_key)
+    click.echo(f"added destination {record.name}: {record.url}, routing key "
+               f"{key_summary(record)}" + (f", account {record.account}" if record.account
+                                           else ""))
+    return 0
+
+
+@destinations.command("update")
+@click.argument("name")
+@setting_options
+@redis_errors
+def update(name: str, routing_key_stdin: bool, routing_key_env: str | None,
+           **options: Any) -> int:
+    """Change what is given of destination NAME; the rest stays as it is."""
+    settings = load_settings()
+    registry = open_registry(settings)
+    routing_key, problems = read_routing_key(routing_key_stdin, routing_key_env)
+    given, more = parse_settings(options, for_update=True)
+    problems += more
+    if not given and routing_key is None and not problems:
+        raise click.UsageError("nothing to change: give a setting or a routing key")
+    _refuse(problems, registry, name, given, routing_key, adding=False)
+    record = registry.update(name, given, routing_key)
+    click.echo(f"updated destination {record.name} (version {record.version}): every worker "
+               "uses it within 2 s")
+    click.echo("\n".join(record_lines(record)))
+    return 0
+
+
+@destinations.command("list")
+@click.option("--account", help="only this account's")
+@click.option("--json", "as_json", is_flag=True, help="one JSON array of records")
+@redis_errors
+def list_destinations(account: str | None, as_json: bool) -> int:
+    """List destinations (file and registry) in name order, keys described, never shown."""
+    registry = open_registry(load_settings())
+    records = registry.records(account=account)
+    if as_json:
+        click.echo("[", nl=False)
+        for index, record in enumerate(records):
+            click.echo(("," if index else "") + "\n  " + record.model_dump_json(), nl=False)
+        click.echo("\n]")
+        return 0
+    rows = [[r.name, r.origin, r.account or "-", r.url, str(r.rate_limit_per_minute),
+             key_summary(r)] for r in records]
+    if not rows:
+        click.echo("no destinations" + (f" for account {account!r}" if account else ""))
+        return 0
+    click.echo(table(rows, ["name", "from", "account", "events url", "per minute",
+                            "routing key"]))
+    return 0
+
+
+@destinations.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@redis_errors
+def show(name: str, as_json: bool) -> int:
+    """Show destination NAME and its figures now: pending events, budget, cooldown,
+    circuit and dead letters."""
+    settings = load_settings()
+    registry = open_registry(settings)
+    record = registry.record(name)
+    client, keys = registry.client, registry.keys
+    pending = sum(registry.pending_events(name).values())
+    state = destination_state(client, keys, name, registry.file.get(name) or registry.load(name),
+                              pending_events=pending,
+                              circuit_threshold=settings.circuit_threshold,
+                              rate_window_seconds=settings.rate_window_seconds)
+    dead = dead_letters.counts_by_reason(client, keys, dead_letters.Filters(destination=name))
+    if as_json:
+        click.echo(json.dumps({**json.loads(record.model_dump_json()),
+                               "state": {"pending_events": state.pending_events,
+                                         "rate_window_requests": state.rate_window_requests,
+                                         "rate_waiting_keys": state.rate_waiting_keys,
+                                         "cooldown_remaining_seconds":
+                                             state.cooldown_remaining_seconds,
+                                         "circuit": state.circuit,
+                                         "circuit_failures": state.circuit_failures,
+                                         "dead_letters": dead}}, indent=2))
+        return 0
+    click.echo("\n".join(record_lines(record)))
+    cooldown = (duration(state.cooldown_remaining_seconds * 1000) + " left"
+                if state.cooling_down else "no")
+    click.echo(f"pending events: {state.pending_events}\n"
+               f"rate window:    {state.rate_window_requests} of "
+               f"{record.rate_limit_per_minute} in the last "
+               f"{settings.rate_window_seconds:g} s, {state.rate_waiting_keys} key(s) waiting\n"
+               f"429 cooldown:   {cooldown}\n"
+               f"circuit:        {state.circuit} ({state.circuit_failures} failure(s) in a row)\n"
+               f"dead letters:   {reason_counts(dead) if dead else 'none'}")
+    return 0
+
+
+@destinations.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="remove it even with pending events")
+@redis_errors
+def remove(name: str, yes: bool) -> int:
+    """Remove run-time destination NAME, its budget, cooldown and (if unused) circuit.
+
+    Pending events are dead-lettered as destination_removed: without --yes the command
+    says how many and removes nothing. Add NAME again, then `replay` delivers them.
+    """
+    registry = open_registry(load_settings())
+    try:
+        removal = registry.remove(name, confirm=yes)
+    except ConflictError as exc:
+        if exc.code != "pending_events":
+            raise
+        click.echo(f"error: {exc}", err=True)
+        click.echo("  nothing was removed; run again with --yes to remove it", err=True)
+        return 2
+    click.echo(f"removed destination {name}")
+    if removal.pending_events:
+        click.echo(f"  {removal.pending_events} pending event(s) in {removal.woken_keys} key(s) "
+                   "are being dead-lettered as destination_removed; once it is added again: "
+                   f"monitao-pd replay --destination {name} --reason destination_removed")
+    if removal.windows_removed:
+        click.echo(f"  its maintenance window(s) {', '.join(removal.windows_removed)} were "
+                   "removed")
+    if removal.circuit_deleted:
+        click.echo("  its endpoint's circuit state was deleted (no destination posts there)")
+    return 0
+
+
+@destinations.command("reencrypt")
+@redis_errors
+def reencrypt() -> int:
+    """Re-encrypt every stored routing key under the first key of MONITAO_PD_SECRET_KEYS, so
+    an older key can be dropped from the ring. Exits 1 if some could not be."""
+    registry = open_registry(load_settings())
+    report = registry.reencrypt()
+    click.echo(f"re-encrypted {report.resealed} of {report.total} destination(s) under key "
+               f"id {report.key_id} ({report.already} already were)")
+    for why in report.failed.values():
+        click.echo(f"  not re-encrypted: {why}", err=True)
+    if report.failed:
+        click.echo(f"{len(report.failed)} destination(s) still need a key that is not first "
+                   "in the ring: keep it until they are fixed", err=True)
+        return 1
+    return 0
