@@ -62,7 +62,7 @@ def test_a_worker_stalled_in_a_lookup_sends_nothing_after_its_lease(
     incident = f"dns-{uuid.uuid4().hex[:6]}"
     dedup_key = f"monitao-monitor-4-incident-{incident}"
     producer = AlertProducer(settings, destinations=fast.destinations, redis=redis_conn,
-                             celery_app=create_app(settings, fast.destinations))
+                             celery_app=create_app(settings, fast.destinations.file))
     trigger, resolve = producer.send_many([
         {"action": "trigger", "monitor_id": "4", "incident_id": incident, "summary": "down"},
         {"action": "resolve", "monitor_id": "4", "incident_id": incident}])
@@ -118,7 +118,7 @@ class DyingPoster:
 def send_incident(settings: Any, ctx: FleetContext, redis_conn: Any,
                   incident: str) -> list[str]:
     producer = AlertProducer(settings, destinations=ctx.destinations, redis=redis_conn,
-                             celery_app=create_app(settings, ctx.destinations))
+                             celery_app=create_app(settings, ctx.destinations.file))
     return producer.send_many([
         {"action": "trigger", "monitor_id": "5", "incident_id": incident, "summary": "down"},
         {"action": "resolve", "monitor_id": "5", "incident_id": incident}])

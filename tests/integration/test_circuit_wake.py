@@ -106,7 +106,7 @@ def test_a_close_wakes_one_batch_and_the_dispatcher_the_rest_a_batch_per_script(
 def test_the_dispatcher_thread_wakes_every_waiter_within_seconds(
     ctx: FleetContext, settings: Settings, redis_conn: redis.Redis, circuit: OpenCircuit
 ) -> None:
-    dispatcher = Dispatcher(ctx, create_app(settings, ctx.destinations))
+    dispatcher = Dispatcher(ctx, create_app(settings, ctx.destinations.file))
     dispatcher.start()
     try:
         probe(ctx, settings, redis_conn)
@@ -127,7 +127,7 @@ def test_a_circuit_that_opens_again_is_left_to_its_next_close(
     redis_conn.hset(keys.circuit(circuit.endpoint), "failures", settings.circuit_threshold)
 
     woken = circuit.woken()
-    assert Dispatcher(ctx, create_app(settings, ctx.destinations)).wake() == 0
+    assert Dispatcher(ctx, create_app(settings, ctx.destinations.file)).wake() == 0
     assert circuit.woken() == woken < WAITING  # the rest wait for the circuit's next close
     assert not redis_conn.exists(keys.circuit_waking)
     assert redis_conn.scard(keys.circuit_waiting(circuit.endpoint)) == (
