@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from config.text import printable
+from config.text import duration, printable
 
 TIMELINE_COLUMNS = (
     ("ts", "time"), ("stage", "stage"), ("action", "action"), ("event_id", "event"),
@@ -30,22 +30,6 @@ def table(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
               for row in rows]
     return "\n".join(lines)
-
-
-def duration(millis: float | None) -> str:
-    """A duration for people: `850 ms`, `4.2 s`, `3 min 5 s`, `2 h 10 min`."""
-    if millis is None:
-        return "-"
-    if millis < 1000:
-        return f"{millis:.0f} ms"
-    seconds = millis / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
 def _latency(value: Any) -> str:

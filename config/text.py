@@ -63,3 +63,19 @@ def mask_routing_keys(text: str, keys: Iterable[str] = (), *, key_shaped: bool =
         if key:
             text = re.sub(re.escape(key), MASK, text, flags=re.IGNORECASE)
     return KEY_SHAPED.sub(MASK, text) if key_shaped else text
+
+
+def duration(millis: float | None) -> str:
+    """A duration for people: `850 ms`, `4.2 s`, `3 min 5 s`, `2 h 10 min`."""
+    if millis is None:
+        return "-"
+    if millis < 1000:
+        return f"{millis:.0f} ms"
+    seconds = millis / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"

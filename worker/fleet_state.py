@@ -23,6 +23,7 @@ from config.errors import ConfigurationError
 from config.keyspace import Keyspace, endpoint_id, split_slot
 from config.registry import Registry
 from config.settings import Settings
+from config.text import duration
 from worker import dead_letters
 from worker.timeline import redis_millis
 
@@ -241,8 +242,6 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
     Raises `ConfigurationError` for an invalid destinations file: the workers reading it
     would not start, so the fleet is not "OK".
     """
-    from cli.formatting import duration  # the verdict's words are the status screen's
-
     client = client or redis_client(settings)
     if destinations is None and settings.config is not None:
         destinations = load_destinations(settings.config, resolve_secrets=False)
