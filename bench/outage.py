@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import string
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
@@ -27,6 +26,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.workers import worker_processes  # noqa: E402
 from config.destinations import load_destinations  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from producer import AlertProducer  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> int:
     key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
     workdir = Path(tempfile.mkdtemp(prefix="monitao-pd-outage-"))
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    workers: list[subprocess.Popen[bytes]] = []
+    stack = ExitStack()
     with Simulator(faults=Faults(rate_limit=None, force_status=503)) as sim:
         config = workdir / "destinations.toml"
         config.write_text(f'[destinations.prod]\nrouting_key_env = "BENCH_PD_KEY"\n'
@@ -54,12 +54,7 @@ def main() -> int:
         env.update(MONITAO_PD_REDIS_URL=args.redis_url, MONITAO_PD_KEY_PREFIX=prefix,
                    MONITAO_PD_CONFIG=str(config), BENCH_PD_KEY=key)
         try:
-            for n in (1, 2):
-                log = (workdir / f"w{n}.log").open("wb")
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "cli.main", "worker", "--concurrency=16",
-                     f"--name=outage{n}@%h"], cwd=REPO, env=env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True))
+            stack.enter_context(worker_processes(env, workdir, "outage"))
             settings = load_settings(redis_url=args.redis_url, key_prefix=prefix, config=config)
             destinations = load_destinations(config, environ=env)
             producer = AlertProducer(settings, destinations=destinations,
@@ -97,14 +92,7 @@ def main() -> int:
             print(f"everything delivered {drained:.1f} s after PagerDuty recovered; "
                   f"{len(sim.requests()) - during} requests after recovery")
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    os.killpg(worker.pid, signal.SIGTERM)
-            for worker in workers:
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
+            stack.close()  # the workers stop before their keys are deleted
             for name in client.scan_iter(f"{prefix}*"):
                 client.delete(name)
     return 0

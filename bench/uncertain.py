@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import statistics
 import string
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
@@ -31,6 +30,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.workers import worker_processes  # noqa: E402
 from config.destinations import load_destinations  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from producer import AlertProducer  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> int:
     key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
     workdir = Path(tempfile.mkdtemp(prefix="monitao-pd-uncertain-"))
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    workers: list[subprocess.Popen[bytes]] = []
+    stack = ExitStack()
     faults = Faults(rate_limit=None, stall_rate=args.stall_rate,
                     stall_ms=(READ_TIMEOUT + 1.0) * 1000)
     with Simulator(faults=faults) as sim:
@@ -80,12 +80,7 @@ def main() -> int:
                    MONITAO_PD_HTTP_READ_TIMEOUT=str(READ_TIMEOUT),
                    MONITAO_PD_UNCERTAIN_WINDOW_SECONDS=str(args.window))
         try:
-            for n in (1, 2):
-                log = (workdir / f"w{n}.log").open("wb")
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "cli.main", "worker", "--concurrency=16",
-                     f"--name=uncertain{n}@%h"], cwd=REPO, env=env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True))
+            stack.enter_context(worker_processes(env, workdir, "uncertain"))
             settings = load_settings(redis_url=args.redis_url, key_prefix=prefix, config=config,
                                      http_read_timeout=READ_TIMEOUT,
                                      uncertain_window_seconds=args.window)
@@ -143,14 +138,7 @@ def main() -> int:
             print(f"incidents left open at the simulator: {unresolved}; PagerDuty incidents "
                   f"opened: {len(sim.incidents())} for {args.incidents} outages")
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    os.killpg(worker.pid, signal.SIGTERM)
-            for worker in workers:
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
+            stack.close()  # the workers stop before their keys are deleted
             for name in client.scan_iter(f"{prefix}*"):
                 client.delete(name)
     return 0
