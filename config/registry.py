@@ -46,6 +46,7 @@ from config.errors import (
     NotFoundError,
     UndecryptableError,
 )
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, endpoint_id, split_slot
 from config.secrets import KEY_RING_VARIABLE, KeyRing, fingerprint, stored_key_id
 
@@ -276,9 +277,10 @@ class Registry:
         self.client, self.keys, self.key_ring = client, keys, key_ring
         self.file = dict(file_destinations or {})
         self.tombstone_ms = int(tombstone_seconds * 1000)
-        self._put = client.register_script(PUT)
-        self._remove = client.register_script(REMOVE)
-        self._wake = client.register_script(WAKE)
+        # a resend of a change (its reply lost) answers as the change did, not "exists"
+        self._put = IdempotentScript(client, PUT, keys)
+        self._remove = IdempotentScript(client, REMOVE, keys)
+        self._wake = IdempotentScript(client, WAKE, keys)
 
     # --- reading --------------------------------------------------------------------------
 

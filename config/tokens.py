@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from config.errors import ConflictError, InvalidInputError, NotFoundError
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace
 
 # What each scope lets a token do (the HTTP API's endpoints name the one they need).
@@ -101,9 +102,9 @@ def create(client: redis.Redis, keys: Keyspace, name: str,
     chosen = validate(name, scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     record = Token(name, chosen, datetime.now(UTC).isoformat(timespec="seconds"))
-    stored = client.eval(CREATE, 2, keys.api_token_names,  # type: ignore[misc]
-                         keys.api_token(digest(token)), name, digest(token),
-                         " ".join(chosen), record.created_at)
+    stored = IdempotentScript(client, CREATE, keys)(
+        keys=[keys.api_token_names, keys.api_token(digest(token))],
+        args=[name, digest(token), " ".join(chosen), record.created_at])
     if not stored:
         raise ConflictError(f"a token named {name!r} exists; revoke it first or choose "
                             "another name")
@@ -134,8 +135,8 @@ def all_tokens(client: redis.Redis, keys: Keyspace) -> list[Token]:
 def revoke(client: redis.Redis, keys: Keyspace, name: str) -> None:
     """Delete the named token (every API replica refuses it within its cache time);
     `NotFoundError` when no token has that name."""
-    if not client.eval(REVOKE, 1, keys.api_token_names,  # type: ignore[misc]
-                       name, keys.api_token("")):
+    if not IdempotentScript(client, REVOKE, keys)(keys=[keys.api_token_names],
+                                                  args=[name, keys.api_token("")]):
         raise NotFoundError(f"no token named {name!r}")
 
 

@@ -35,6 +35,7 @@ import redis
 
 from config import defaults
 from config.errors import InvalidEventError, RedisUnavailableError
+from config.idempotent import IdempotentScript
 from producer.event import AlertEvent
 from producer.producer import AlertProducer
 from worker import dead_letters
@@ -84,8 +85,8 @@ class IntakeConsumer:
         self.redis = redis.Redis(connection_pool=producer.redis.connection_pool,
                                  single_connection_client=True)
         self._token = secrets.token_hex(8)
-        self._lease = self.redis.register_script(LEASE)
-        self._release = self.redis.register_script(RELEASE)
+        self._lease = IdempotentScript(self.redis, LEASE, self.keys)
+        self._release = IdempotentScript(self.redis, RELEASE, self.keys)
         self._client_id: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import redis
 
+from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace
 from worker.admission import NOW, WAKE_WAITERS_FN
 
@@ -38,7 +39,7 @@ def wake_waiters(client: redis.Redis, keys: Keyspace, threshold: int) -> int:
     endpoints = client.smembers(keys.circuit_waking)
     if not endpoints:
         return 0
-    wake = client.register_script(WAKE)
+    wake = IdempotentScript(client, WAKE, keys)
     woken = 0
     for endpoint in endpoints:
         woken += int(wake(keys=[keys.circuit_waking, keys.circuit(endpoint),  # type: ignore[arg-type]

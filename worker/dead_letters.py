@@ -454,7 +454,7 @@ def record_invalid(
     Returns whether this call filed it."""
     from worker.poison import as_text
 
-    return bool(client.eval(
-        INVALID, 2, keys.event(event_id), keys.dead_letters,  # type: ignore[misc]
-        event_id, as_text(raw), origin, json.dumps(problems), "; ".join(problems)[:500],
-        incident_id, action))
+    return bool(IdempotentScript(client, INVALID, keys)(
+        keys=[keys.event(event_id), keys.dead_letters],
+        args=[event_id, as_text(raw), origin, json.dumps(problems), "; ".join(problems)[:500],
+              incident_id, action]))

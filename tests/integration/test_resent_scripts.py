@@ -305,3 +305,24 @@ def test_a_maintenance_change_sent_twice_answers_as_it_did(settings: Settings,
     redis_conn.zadd(keys.schedule, {"prod/a": 10**13})
     assert remove_window(client, keys, "w1") == 1  # not None ("no such window") nor 0 woken
     assert_same_answers(client)
+
+
+def test_registry_and_token_changes_sent_twice_answer_as_they_did(settings: Settings,
+                                                                   redis_conn: Any) -> None:
+    from config import tokens
+    from config.registry import Registry
+    from config.secrets import generate_key, parse_key_ring
+    from tests.conftest import random_routing_key
+
+    client, keys = twice(redis_conn), Keyspace(settings.key_prefix)
+    registry = Registry(client, keys, key_ring=parse_key_ring(generate_key()))
+    # each would answer "exists" / "no such destination" / "no such token" to its own resend
+    record = registry.add("acme", {"events_url": "http://127.0.0.1:9/v2/enqueue"},
+                          random_routing_key())
+    assert record.name == "acme"
+    registry.remove("acme")
+    token, _ = tokens.create(client, keys, "app", ["events:write"])
+    assert tokens.find(redis_conn, keys, token) is not None
+    tokens.revoke(client, keys, "app")
+    assert tokens.find(redis_conn, keys, token) is None
+    assert_same_answers(client)
