@@ -140,3 +140,30 @@ def test_state_changes_reach_monitao_signed_and_in_order_through_a_failing_endpo
             assert len(monitao.requests) == 4
     finally:
         monitao.close()
+
+
+def test_a_run_time_destination_gets_pagerdutys_side_too(
+        make_fleet, sim: Simulator, receiver: WebhookService, routing_key: str) -> None:
+    # issue 11, item 6: the webhook receiver works the same for a run-time destination
+    from config.registry import Registry
+    from config.secrets import generate_key, parse_key_ring
+
+    ring = generate_key()
+    with make_fleet(secret_keys=ring) as fleet:
+        Registry(fleet.redis, fleet.keys, key_ring=parse_key_ring(ring)).add(
+            "acme", {"events_url": sim.events_url, "account": "cust-7"}, routing_key)
+        sim.set_webhook(receiver.url, SECRET_A)
+        event_id = fleet.producer.send({
+            "destination": "acme", "action": "trigger", "monitor_id": 78,
+            "incident_id": "loop-rt", "summary": "[DOWN] example.org"})
+        assert fleet.wait_final([event_id]) == {event_id: "delivered"}
+        dedup = "monitao-monitor-78-incident-loop-rt"
+        assert httpx.post(f"{sim.url}/_sim/incidents/{dedup}/acknowledge",
+                          json={"agent": "Ana"}, timeout=10).status_code == 200
+
+        def acknowledged() -> list[dict]:
+            return [e for e in timeline.read(fleet.redis, fleet.keys, "loop-rt")
+                    if e["stage"] == "pagerduty_acknowledged"]
+
+        [entry] = wait_until(acknowledged, 20, message="pagerduty_acknowledged in the timeline")
+        assert (entry["destination"], entry["agent"]) == ("acme", "Ana")
