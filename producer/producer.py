@@ -72,7 +72,10 @@ class AlertProducer:
             if not isinstance(event, dict):
                 raise
             parsed, problems = None, list(exc.problems)
-        fields: dict[str, Any] = parsed.model_dump() if parsed is not None else dict(event)
+        # what the checks below read: the parsed event's, or the raw fields of an invalid one
+        fields: Mapping[str, Any] = (
+            {"destination": parsed.destination, "level": parsed.level} if parsed is not None
+            else event)
         name = fields.get("destination")
         unknown = False
         destination = None
