@@ -162,7 +162,7 @@ RECORD_EXAMPLE: dict[str, Any] = {
     "rate_limit_per_minute": 120, "severity_map": {"critical": "critical", "minor": "warning"},
     "coalesce": False, "maintenance_windows": 0,
     "routing_key": {"origin": "registry", "variable": None, "resolved": True, "length": 32,
-                    "fingerprint": FINGERPRINT, "key_id": "k1b2c3d4"},
+                    "fingerprint": FINGERPRINT, "key_id": "9d41c07b"},
     "version": 1, "created_at": CREATED, "updated_at": CREATED}
 STATE_EXAMPLE: dict[str, Any] = {
     "pending_events": 0, "rate_window_requests": 12, "rate_waiting_keys": 0,
