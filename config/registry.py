@@ -359,10 +359,10 @@ class Registry:
                  circuit_threshold: int = defaults.CIRCUIT_THRESHOLD,
                  rate_window_seconds: float = defaults.RATE_WINDOW_SECONDS) -> None:
         self.client, self.keys, self.key_ring = client, keys, key_ring
-        self.file = dict(file_destinations or {})
-        self.tombstone_ms = int(tombstone_seconds * 1000)
         # how `detail` reads a destination's circuit and rate window (the fleet's settings)
         self.circuit_threshold, self.rate_window_seconds = circuit_threshold, rate_window_seconds
+        self.file = dict(file_destinations or {})
+        self.tombstone_ms = int(tombstone_seconds * 1000)
         self._put = client.register_script(PUT)
         self._remove = client.register_script(REMOVE)
         self._wake = client.register_script(WAKE)
