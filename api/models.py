@@ -3,16 +3,25 @@
 They describe what the shared functions return (`worker/`, `producer/`): a handler
 returns those records and FastAPI checks them against these models. The alert event
 itself is `producer.event.AlertEvent`, validated by the producer as `send()` does.
+
+A destination is shown as the registry's own records (`config.registry.DestinationRecord`,
+`DestinationDetail`, `DestinationPage`, `Removal`, which `monitao-pd destinations ... --json`
+prints too). Its request bodies are built here from the registry's settings and the
+`Destination` model's schema, so a new setting appears in both at once; their fields are
+documented, not checked: the registry validates them, in the CLI's words.
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config import defaults
+from config.destinations import NAME_PATTERN, ROUTING_KEY_LENGTH, Destination
+from config.registry import SETTINGS
 
 EVENT_ID = "4b1f0f6c2a6e4d0e9f1d2c3b4a596877"
 INCIDENT = "456"
@@ -430,3 +439,87 @@ class Health(BaseModel):
     model_config = _examples({"status": "ok"})
 
     status: Literal["ok", "unavailable"]
+
+
+# --- destinations ---------------------------------------------------------------------------
+
+# What the document says of each setting (a setting without a line here is still accepted).
+SETTING_DESCRIPTIONS = {
+    "region": "us or eu: the Events API host (events_url overrides it)",
+    "events_url": "an explicit Events API URL (a proxy, the simulator)",
+    "source": "the payload's source",
+    "client": "the client name shown in PagerDuty",
+    "client_url": "the link shown in PagerDuty",
+    "rate_limit_per_minute": "events per minute for this routing key, fleet-wide",
+    "severity_map": "MoniTao level -> PagerDuty severity",
+    "coalesce": "alert-storm coalescing",
+    "account": "the MoniTao customer it belongs to (a label for listing and metrics)",
+}
+ROUTING_KEY_SCHEMA = {
+    "type": "string", "pattern": f"^[A-Za-z0-9]{{{ROUTING_KEY_LENGTH}}}$", "writeOnly": True,
+    "description": "the PagerDuty routing key (integration key): write-only, never returned; "
+                   "responses describe it (length, sha256 fingerprint, key id)"}
+NEW_EXAMPLE = {"name": "acme-prod", "routing_key": "R0UT1NGKEY0F32LETTERSANDD1G1TS00",
+               "region": "eu", "account": "acme", "rate_limit_per_minute": 120,
+               "severity_map": {"critical": "critical", "minor": "warning"}}
+
+
+def _setting_schemas(*, for_changes: bool) -> dict[str, dict[str, Any]]:
+    """Each run-time setting's JSON schema as the `Destination` model validates it. For a
+    change (a JSON merge patch): no defaults (what is not given stays), and a null severity
+    removes that level."""
+    properties = Destination.model_json_schema()["properties"]
+    schemas = {}
+    for name in SETTINGS:
+        schema = copy.deepcopy(properties[name])
+        schema.pop("title", None)
+        if name in SETTING_DESCRIPTIONS:
+            schema["description"] = SETTING_DESCRIPTIONS[name]
+        if for_changes:
+            schema.pop("default", None)
+            if name == "severity_map":
+                schema["additionalProperties"] = {
+                    "anyOf": [schema["additionalProperties"], {"type": "null"}]}
+        schemas[name] = schema
+    return schemas
+
+
+def _documented_as(properties: dict[str, dict[str, Any]], required: list[str],
+                   examples: list[dict[str, Any]]) -> ConfigDict:
+    """A request body documented by `properties` and taken as given: every field reaches the
+    registry, which checks them all (unknown ones too) and answers in the CLI's words."""
+
+    def document(schema: dict[str, Any]) -> None:
+        schema["properties"] = copy.deepcopy(properties)
+        schema["examples"] = copy.deepcopy(examples)
+        if required:
+            schema["required"] = required
+
+    return ConfigDict(extra="allow", json_schema_extra=document)
+
+
+def _body(name: str, doc: str, properties: dict[str, dict[str, Any]], required: list[str],
+          examples: list[dict[str, Any]]) -> type[BaseModel]:
+    return create_model(name, __doc__=doc,
+                        __config__=_documented_as(properties, required, examples),
+                        **{field: (Any, None) for field in properties})
+
+
+NewDestination = _body(
+    "NewDestination",
+    "A run-time destination to add: its name, routing key and settings (what is not given "
+    "takes its default). Invalid input: 422, one `field: reason` per problem, nothing stored.",
+    {"name": {"type": "string", "pattern": NAME_PATTERN.pattern,
+              "description": "unique across the destinations file and the registry"},
+     "routing_key": ROUTING_KEY_SCHEMA, **_setting_schemas(for_changes=False)},
+    ["name", "routing_key"], [NEW_EXAMPLE])
+
+DestinationChanges = _body(
+    "DestinationChanges",
+    "What changes of a run-time destination (a JSON merge patch): a given setting replaces "
+    "the stored one, `severity_map` merges into the stored map (a null severity removes that "
+    "level), null clears `events_url`, `client_url` or `account`; a new `routing_key` "
+    "replaces the key. What is not given stays.",
+    {"routing_key": ROUTING_KEY_SCHEMA, **_setting_schemas(for_changes=True)}, [],
+    [{"routing_key": "N3WR0UT1NGKEY0F32LETTERSANDD1G1T"},
+     {"severity_map": {"minor": None, "major": "error"}, "account": None}])

@@ -121,8 +121,9 @@ def describe_request_errors(errors: Any) -> list[str]:
         field = ".".join(loc) or "body"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         value = error.get("input")
-        shown = "" if error.get("type") == "missing" or isinstance(value, dict | list) else (
-            f" (got {_short(value)})")
+        # A whole body is never echoed: a bare JSON string there may be a routing key.
+        hidden = error.get("type") == "missing" or not loc or isinstance(value, dict | list)
+        shown = "" if hidden else f" (got {_short(value)})"
         lines.append(f"{field}: {message}{shown}")
     return lines
 

@@ -18,6 +18,7 @@ from config.connections import redis_client
 from config.destinations import Destination, load_destinations
 from config.keyspace import Keyspace
 from config.lookup import DestinationLookup
+from config.registry import Registry, registry_for
 from config.settings import Settings
 from producer.producer import AlertProducer
 
@@ -51,6 +52,12 @@ class Services:
         """Enqueues events exactly as `send()` does."""
         return AlertProducer(self.settings, destinations=self.file_destinations,
                              redis=self.redis)
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The run-time destinations (the file's read-only beside them), sealing routing
+        keys with this process's key ring; it never opens one."""
+        return registry_for(self.settings, self.redis, self.file_destinations)
 
     @property
     def destinations(self) -> DestinationLookup:

@@ -8,7 +8,6 @@ host): it is read from standard input (`--routing-key-stdin`) or from a variable
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -19,7 +18,6 @@ import redis
 
 from cli.formatting import duration, reason_counts, table
 from cli.options import redis_errors
-from config import defaults
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations, looks_like_routing_key
 from config.errors import (
@@ -28,11 +26,8 @@ from config.errors import (
     InvalidDestinationError,
     RedisUnavailableError,
 )
-from config.keyspace import Keyspace
-from config.registry import DestinationRecord, Registry
+from config.registry import DestinationRecord, Registry, registry_for
 from config.settings import Settings, load_settings
-from worker import dead_letters
-from worker.fleet_state import destination_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 # `config check` names this many undecryptable destinations, then counts the rest.
@@ -48,10 +43,7 @@ def open_registry(settings: Settings) -> Registry:
             file = load_destinations(settings.config)
         except ConfigurationError:
             file = load_destinations(settings.config, resolve_secrets=False)
-    tombstone = max(defaults.TOMBSTONE_SECONDS, settings.max_event_age_seconds + 86400)
-    return Registry(redis_client(settings), Keyspace(settings.key_prefix),
-                    key_ring=settings.key_ring(), file_destinations=file,
-                    tombstone_seconds=tombstone)
+    return registry_for(settings, redis_client(settings), file)
 
 
 def registry_report(settings: Settings,
@@ -60,8 +52,7 @@ def registry_report(settings: Settings,
     both the file and the registry; routing keys this key ring cannot open). An unreachable
     Redis is said, not a problem of the configuration."""
     try:
-        found = Registry(redis_client(settings), Keyspace(settings.key_prefix),
-                         key_ring=settings.key_ring(), file_destinations=file).check()
+        found = registry_for(settings, redis_client(settings), file).check()
     except RedisUnavailableError as exc:
         return [f"registry: not checked ({exc})"], []
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -245,10 +236,7 @@ def update(name: str, routing_key_stdin: bool, routing_key_env: str | None,
     registry = open_registry(settings)
     routing_key, problems = read_routing_key(routing_key_stdin, routing_key_env)
     given, more = parse_settings(options, for_update=True)
-    problems += more
-    if not given and routing_key is None and not problems:
-        raise click.UsageError("nothing to change: give a setting or a routing key")
-    _refuse(problems, registry, name, given, routing_key, adding=False)
+    _refuse(problems + more, registry, name, given, routing_key, adding=False)
     record = registry.update(name, given, routing_key)
     click.echo(f"updated destination {record.name} (version {record.version}): every worker "
                "uses it within 2 s")
@@ -288,36 +276,22 @@ def show(name: str, as_json: bool) -> int:
     """Show destination NAME and its figures now: pending events, budget, cooldown,
     circuit and dead letters."""
     settings = load_settings()
-    registry = open_registry(settings)
-    record = registry.record(name)
-    client, keys = registry.client, registry.keys
-    pending = sum(registry.pending_events(name).values())
-    state = destination_state(client, keys, name, registry.file.get(name) or registry.load(name),
-                              pending_events=pending,
-                              circuit_threshold=settings.circuit_threshold,
-                              rate_window_seconds=settings.rate_window_seconds)
-    dead = dead_letters.counts_by_reason(client, keys, dead_letters.Filters(destination=name))
+    detail = open_registry(settings).detail(name)
     if as_json:
-        click.echo(json.dumps({**json.loads(record.model_dump_json()),
-                               "state": {"pending_events": state.pending_events,
-                                         "rate_window_requests": state.rate_window_requests,
-                                         "rate_waiting_keys": state.rate_waiting_keys,
-                                         "cooldown_remaining_seconds":
-                                             state.cooldown_remaining_seconds,
-                                         "circuit": state.circuit,
-                                         "circuit_failures": state.circuit_failures,
-                                         "dead_letters": dead}}, indent=2))
+        click.echo(detail.model_dump_json(indent=2))
         return 0
-    click.echo("\n".join(record_lines(record)))
+    state = detail.state
+    click.echo("\n".join(record_lines(detail)))
     cooldown = (duration(state.cooldown_remaining_seconds * 1000) + " left"
                 if state.cooling_down else "no")
     click.echo(f"pending events: {state.pending_events}\n"
                f"rate window:    {state.rate_window_requests} of "
-               f"{record.rate_limit_per_minute} in the last "
+               f"{detail.rate_limit_per_minute} in the last "
                f"{settings.rate_window_seconds:g} s, {state.rate_waiting_keys} key(s) waiting\n"
                f"429 cooldown:   {cooldown}\n"
                f"circuit:        {state.circuit} ({state.circuit_failures} failure(s) in a row)\n"
-               f"dead letters:   {reason_counts(dead) if dead else 'none'}")
+               f"dead letters:   "
+               f"{reason_counts(state.dead_letters) if state.dead_letters else 'none'}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """`monitao-pd run` (what `make run` calls): the whole fleet on one machine, and a demo.
 
 Starts what is missing (an embedded Redis when nothing answers at the default URL, the
-PagerDuty simulator, a worker, Flower with generated credentials and, for the demo
-destination, the webhook receiver the simulator reports responders' actions to), sends a
+PagerDuty simulator, a worker, Flower with generated credentials, the HTTP API with a token
+of this run's (every scope) and, for the demo destination, the webhook receiver the
+simulator reports responders' actions to), sends a
 sample trigger, has a simulated responder acknowledge it once it is delivered (demo only),
 sends its resolve, prints the incident's timeline and how to use the CLI against this
 fleet, and keeps running until Ctrl-C; then it stops everything it started, in the reverse
@@ -53,8 +54,11 @@ DELIVERY_TIMEOUT = 90.0
 DEMO_DESTINATION = "demo"
 # How long the processes get to stop after SIGTERM before they are killed.
 STOP_TIMEOUT = 20.0
-# Flower's own default port: the demo takes it when it is free.
+# Flower's own default port, and the API's: the run takes each when it is free.
 FLOWER_PORT = 5555
+API_PORT = defaults.API_PORT
+# How long the API gets to answer before its address is printed anyway.
+API_START_TIMEOUT = 30.0
 # Lines of a process's log shown when it exits on its own.
 LOG_TAIL_LINES = 20
 
@@ -128,13 +132,19 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
             processes: list[FleetProcess] = []
             stack.callback(_stop_all, processes)
             processes.append(_spawn("worker", [f"--concurrency={concurrency}"], env, workdir))
-            flower_port = _flower_port(stack)
+            flower_port = _port(stack, FLOWER_PORT)
             user, password = "monitao", secrets.token_urlsafe(18)
             flower_env = dict(env, MONITAO_PD_FLOWER_USER=user,
                               MONITAO_PD_FLOWER_PASSWORD=password)
             processes.append(_spawn("flower", [f"--port={flower_port}"], flower_env, workdir))
+            # The API gets the fleet's environment (the key ring, to seal routing keys it is
+            # given), never Flower's password.
+            api_port = _port(stack, API_PORT)
+            api = _spawn("api", ["--host", "127.0.0.1", f"--port={api_port}"], env, workdir)
+            processes.append(api)
+            api_token = _run_token(settings, stack)
             stack.callback(click.echo, "stopping the fleet")
-            click.echo(f"Logs: {workdir}/ (worker.log, flower.log, services.log: the "
+            click.echo(f"Logs: {workdir}/ (worker.log, flower.log, api.log, services.log: the "
                        "simulator and the webhook receiver)")
 
             if sample_to:
@@ -145,9 +155,15 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
             click.echo(f"\nFlower: http://127.0.0.1:{flower_port}  user: {user}  "
                        f"password: {password}")
             click.echo("(the password is shown once; it lasts as long as this run)")
+            api_url = f"http://127.0.0.1:{api_port}"
+            answering = _wait_for_health(api, api_url)
+            click.echo(f"API: {api_url}  docs: {api_url}/docs  token: {api_token}")
+            click.echo("(the token is shown once; it has every scope and lasts as long as this "
+                       "run" + (")" if answering else "; the API is not answering yet: "
+                                "see api.log)"))
             if exit_after_demo:
                 return 0
-            click.echo(_how_to_use(settings, sim))
+            click.echo(_how_to_use(settings, sim, api_url))
             click.echo("Fleet running. Press Ctrl-C to stop.")
             running = True
             exited = _wait_for_an_exit(processes)
@@ -233,17 +249,57 @@ def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Fl
     return FleetProcess(name, process, log)
 
 
-def _flower_port(stack: ExitStack) -> int:
-    """Flower's usual port when this run can have it, else a free one. A lock held for the
-    run's lifetime settles which of two runs started together gets it (both would see it
-    free, and the second Flower would die on it)."""
-    lock = (Path(tempfile.gettempdir()) / f"monitao-pd-run-port-{FLOWER_PORT}.lock").open("a")
+def _port(stack: ExitStack, usual: int) -> int:
+    """A service's usual port when this run can have it, else a free one. A lock held for
+    the run's lifetime settles which of two runs started together gets it (both would see
+    it free, and the second service would die on it)."""
+    lock = (Path(tempfile.gettempdir()) / f"monitao-pd-run-port-{usual}.lock").open("a")
     stack.callback(lock.close)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return free_port()
-    return free_port() if _port_busy(FLOWER_PORT) else FLOWER_PORT
+    return free_port() if _port_busy(usual) else usual
+
+
+def _run_token(settings: Settings, stack: ExitStack) -> str:
+    """An API token of this run with every scope, stored only hashed under the run's
+    prefix, and revoked when the run ends (the demo's keys all go then anyway)."""
+    from config import tokens
+
+    client = redis_client(settings, check=False)
+    stack.callback(client.close)
+    keys = Keyspace(settings.key_prefix)
+    name = f"make-run-{secrets.token_hex(4)}"
+    token, _ = tokens.create(client, keys, name, tokens.SCOPES)
+    stack.callback(_revoke_quietly, client, keys, name)
+    return token
+
+
+def _revoke_quietly(client: redis.Redis, keys: Keyspace, name: str) -> None:
+    from config import tokens
+
+    try:
+        tokens.revoke(client, keys, name)
+    except (MonitaoPDError, redis.RedisError) as exc:
+        click.echo(f"could not revoke this run's API token {name!r} "
+                   f"({exc.__class__.__name__}): monitao-pd tokens revoke {name}", err=True)
+
+
+def _wait_for_health(service: FleetProcess, url: str) -> bool:
+    """Whether the service answers `GET /healthz` within API_START_TIMEOUT (False at once
+    when it exited)."""
+    import httpx
+
+    deadline = time.monotonic() + API_START_TIMEOUT
+    while time.monotonic() < deadline and service.process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _port_busy(port: int) -> bool:
@@ -298,8 +354,9 @@ def _report_exit(exited: FleetProcess) -> None:
         click.echo(f"  {line}", err=True)
 
 
-def _how_to_use(settings: Settings, sim: Simulator) -> str:
-    """The `export` lines that point the CLI at this fleet, and how to make it fail."""
+def _how_to_use(settings: Settings, sim: Simulator, api_url: str) -> str:
+    """The `export` lines that point the CLI at this fleet, the API with its token, and how
+    to make it fail."""
     command = Path(sys.executable).with_name("monitao-pd")
     shown = os.path.relpath(command) if command.is_relative_to(Path.cwd()) else str(command)
     url = settings.redis_url
@@ -318,6 +375,8 @@ def _how_to_use(settings: Settings, sim: Simulator) -> str:
         f"  {shown} status            # or first: source .venv/bin/activate",
         f"  {shown} send --action trigger --monitor-id 7 --incident-id 1 --summary test",
         f"  {shown} timeline 1",
+        "The HTTP API, with the token above (OpenAPI at /docs):",
+        f"  curl -sS {api_url}/v1/destinations -H 'Authorization: Bearer TOKEN'",
         "To see retries and dead letters, make the simulated PagerDuty fail, then send:",
         f"  curl -X POST {faults} -d '{{\"force_status\": 500}}'   # retried, backing off",
         f"  curl -X POST {faults} -d '{{\"force_status\": 400}}'   # dead-lettered",

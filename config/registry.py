@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import defaults
 from config.destinations import (
@@ -49,6 +49,8 @@ from config.errors import (
 from config.idempotent import IdempotentScript
 from config.keyspace import Keyspace, endpoint_id, split_slot
 from config.secrets import KEY_RING_VARIABLE, KeyRing, fingerprint, stored_key_id
+from config.settings import Settings
+from worker import paging
 
 # The settings a run-time destination has (the file's, less maintenance windows, which are
 # run-time windows: `monitao-pd maintenance add`).
@@ -61,7 +63,10 @@ CLEARABLE = ("events_url", "client_url", "account")
 PAGE = 500
 MAX_PAGE = 5000
 CHANGE_ATTEMPTS = 10
+# Cursors of destination pages (worker/paging.py): a cursor of another list is refused.
+CURSOR_KIND = "destinations"
 
+NOTHING_TO_CHANGE = "nothing to change: give a setting or a routing key"
 NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destinations are "
                "stored encrypted with it (make one with `monitao-pd secrets generate-key`)")
 
@@ -149,9 +154,34 @@ return woken
 """
 
 
+FINGERPRINT = "3f2a9c1e"
+CREATED = "2026-11-27T14:10:03.686000Z"
+RECORD_EXAMPLE: dict[str, Any] = {
+    "name": "acme-prod", "origin": "registry", "read_only": False, "account": "acme",
+    "region": "us", "events_url": None, "url": "https://events.pagerduty.com/v2/enqueue",
+    "source": "MoniTao", "client": "MoniTao", "client_url": None,
+    "rate_limit_per_minute": 120, "severity_map": {"critical": "critical", "minor": "warning"},
+    "coalesce": False, "maintenance_windows": 0,
+    "routing_key": {"origin": "registry", "variable": None, "resolved": True, "length": 32,
+                    "fingerprint": FINGERPRINT, "key_id": "9d41c07b"},
+    "version": 1, "created_at": CREATED, "updated_at": CREATED}
+STATE_EXAMPLE: dict[str, Any] = {
+    "pending_events": 0, "rate_window_requests": 12, "rate_waiting_keys": 0,
+    "cooling_down": False, "cooldown_remaining_seconds": 0.0, "circuit": "closed",
+    "circuit_failures": 0, "dead_letters": {"rejected": 1}}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
 class RoutingKeyInfo(BaseModel):
     """A routing key described, never shown: where it comes from, its length, the first 8
     hex digits of its SHA-256, and (run-time destinations) the id of the key sealing it."""
+
+    model_config = _examples(RECORD_EXAMPLE["routing_key"], {
+        "origin": "env", "variable": "PD_KEY_PROD", "resolved": False, "length": None,
+        "fingerprint": None, "key_id": None})
 
     origin: Literal["registry", "env", "inline"]
     variable: str | None = None
@@ -162,10 +192,14 @@ class RoutingKeyInfo(BaseModel):
 
 
 class DestinationRecord(BaseModel):
-    """One destination as every door shows it (the routing key only described)."""
+    """One destination as every door shows it (the routing key only described). The file's
+    are `read_only`: edit the file and restart the fleet to change them."""
+
+    model_config = _examples(RECORD_EXAMPLE)
 
     name: str
     origin: Literal["file", "registry"]
+    read_only: bool
     account: str | None
     region: str
     events_url: str | None
@@ -176,7 +210,7 @@ class DestinationRecord(BaseModel):
     rate_limit_per_minute: int
     severity_map: dict[str, str]
     coalesce: bool
-    maintenance_windows: int
+    maintenance_windows: int = Field(description="windows the destinations file gives it")
     routing_key: RoutingKeyInfo
     version: int | None = None
     created_at: datetime | None = None
@@ -188,7 +222,8 @@ class DestinationRecord(BaseModel):
         """The record of a destination, with the registry's `version` and times if given."""
         meta = meta or {}
         return cls(
-            name=destination.name, origin=destination.origin, account=destination.account,
+            name=destination.name, origin=destination.origin,
+            read_only=destination.origin == "file", account=destination.account,
             region=destination.region, events_url=destination.events_url, url=destination.url,
             source=destination.source, client=destination.client,
             client_url=destination.client_url,
@@ -201,18 +236,53 @@ class DestinationRecord(BaseModel):
         )
 
 
-@dataclass
-class Removal:
-    """What removing a destination did."""
+class DestinationFigures(BaseModel):
+    """A destination's figures now: pending events, rate budget use, 429 cooldown, circuit
+    of its endpoint, dead letters by reason."""
+
+    model_config = _examples(STATE_EXAMPLE)
+
+    pending_events: int
+    rate_window_requests: int = Field(description="requests in the current rate window")
+    rate_waiting_keys: int = Field(description="keys waiting for the rate budget")
+    cooling_down: bool = Field(description="backing off after PagerDuty's 429")
+    cooldown_remaining_seconds: float
+    circuit: str = Field(description="closed, open, half_open or unknown")
+    circuit_failures: int
+    dead_letters: dict[str, int]
+
+
+class DestinationDetail(DestinationRecord):
+    """A destination and its figures now (`monitao-pd destinations show --json`)."""
+
+    model_config = _examples({**RECORD_EXAMPLE, "state": STATE_EXAMPLE})
+
+    state: DestinationFigures
+
+
+class DestinationPage(BaseModel):
+    """A page of destinations (file and registry together) in name order; `next_cursor` is
+    null on the last page."""
+
+    model_config = _examples({"destinations": [RECORD_EXAMPLE], "next_cursor": None})
+
+    destinations: list[DestinationRecord]
+    next_cursor: str | None
+
+
+class Removal(BaseModel):
+    """What removing a destination did: its pending events (now being dead-lettered as
+    `destination_removed`), the keys woken for that, whether its endpoint's circuit state
+    went too, and the run-time maintenance windows removed with it."""
+
+    model_config = _examples({"name": "acme-prod", "pending_events": 3, "woken_keys": 2,
+                              "circuit_deleted": True, "windows_removed": []})
 
     name: str
     pending_events: int
     woken_keys: int
     circuit_deleted: bool
-    windows_removed: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    windows_removed: list[str] = Field(default_factory=list)
 
 
 @dataclass
@@ -264,6 +334,19 @@ class RegistryCheck:
         return not self.clashes and not self.undecryptable
 
 
+def registry_for(settings: Settings, client: redis.Redis,
+                 file_destinations: Mapping[str, Destination] | None = None) -> Registry:
+    """The registry of the fleet `settings` describe, as every door opens it: this process's
+    key ring (None without `MONITAO_PD_SECRET_KEYS`), the file's destinations, and a
+    removed destination's tombstone kept a day past the oldest age an event may reach (its
+    events are told apart from a never-known destination's that long)."""
+    tombstone = max(defaults.TOMBSTONE_SECONDS, settings.max_event_age_seconds + 86400)
+    return Registry(client, Keyspace(settings.key_prefix), key_ring=settings.key_ring(),
+                    file_destinations=file_destinations, tombstone_seconds=tombstone,
+                    circuit_threshold=settings.circuit_threshold,
+                    rate_window_seconds=settings.rate_window_seconds)
+
+
 class Registry:
     """The run-time destinations of one fleet (its Redis and keyspace), beside the file's.
 
@@ -273,8 +356,12 @@ class Registry:
 
     def __init__(self, client: redis.Redis, keys: Keyspace, *, key_ring: KeyRing | None = None,
                  file_destinations: Mapping[str, Destination] | None = None,
-                 tombstone_seconds: float = defaults.TOMBSTONE_SECONDS) -> None:
+                 tombstone_seconds: float = defaults.TOMBSTONE_SECONDS,
+                 circuit_threshold: int = defaults.CIRCUIT_THRESHOLD,
+                 rate_window_seconds: float = defaults.RATE_WINDOW_SECONDS) -> None:
         self.client, self.keys, self.key_ring = client, keys, key_ring
+        # how `detail` reads a destination's circuit and rate window (the fleet's settings)
+        self.circuit_threshold, self.rate_window_seconds = circuit_threshold, rate_window_seconds
         self.file = dict(file_destinations or {})
         self.tombstone_ms = int(tombstone_seconds * 1000)
         # a resend of a change (its reply lost) answers as the change did, not "exists"
@@ -318,6 +405,29 @@ class Registry:
             raise NotFoundError(f"no destination {name!r}")
         return DestinationRecord.of(destination, stored)
 
+    def detail(self, name: str) -> DestinationDetail:
+        """The record of destination `name` and its figures now: pending events (found by
+        a scan of the schedule: a command's cost, not a delivery's), rate budget, cooldown,
+        circuit and dead letters. NotFoundError."""
+        from worker import dead_letters
+        from worker.fleet_state import destination_state
+
+        record = self.record(name)
+        pending = sum(self.pending_events(name).values())
+        destination = self.file.get(name) or self.load(name)
+        state = destination_state(self.client, self.keys, name, destination,
+                                  pending_events=pending,
+                                  circuit_threshold=self.circuit_threshold,
+                                  rate_window_seconds=self.rate_window_seconds)
+        dead = dead_letters.counts_by_reason(self.client, self.keys,
+                                             dead_letters.Filters(destination=name))
+        figures = DestinationFigures(
+            pending_events=state.pending_events, rate_window_requests=state.rate_window_requests,
+            rate_waiting_keys=state.rate_waiting_keys, cooling_down=state.cooling_down,
+            cooldown_remaining_seconds=state.cooldown_remaining_seconds, circuit=state.circuit,
+            circuit_failures=state.circuit_failures, dead_letters=dead)
+        return DestinationDetail(**record.model_dump(), state=figures)
+
     def count(self) -> int:
         """How many run-time destinations there are."""
         return int(self.client.zcard(self.keys.destination_names))
@@ -325,30 +435,47 @@ class Registry:
     def page(self, *, account: str | None = None, after: str = "",
              limit: int = PAGE) -> tuple[list[DestinationRecord], str | None]:
         """Up to `limit` records in name order after `after` (file and registry together),
-        only `account`'s if given, and the cursor of the next page (None at the end)."""
+        only `account`'s if given, and the name to continue after (None at the end). A
+        stored record that no longer validates is left out (`config check` lists it), so a
+        page may hold fewer than `limit`."""
         limit = max(1, min(limit, MAX_PAGE))
         names_key = (self.keys.account_destinations(account) if account
                      else self.keys.destination_names)
         low = f"({after}" if after else "-"
-        names = self.client.zrangebylex(names_key, low, "+", start=0, num=limit + 1)
+        # The registry's names past the first limit + 1 all sort after them: the first
+        # `limit` names of both sources together are the page's.
+        stored = self.client.zrangebylex(names_key, low, "+", start=0, num=limit + 1)
+        from_file = [name for name, destination in self.file.items()
+                     if name > after and (account is None or destination.account == account)]
+        names = sorted({*stored, *from_file})
+        chosen, more = names[:limit], len(names) > limit
+        wanted = [name for name in chosen if name not in self.file]
         pipe = self.client.pipeline(transaction=False)
-        for name in names:
+        for name in wanted:
             pipe.hgetall(self.keys.destination(name))
-        records = {}
-        for name, stored in zip(names, pipe.execute(), strict=True):
+        found = dict(zip(wanted, pipe.execute(), strict=True))
+        records = []
+        for name in chosen:
+            if name in self.file:
+                records.append(DestinationRecord.of(self.file[name]))
+                continue
             try:
-                destination = self.parse(name, stored)
+                destination = self.parse(name, found[name])
             except InvalidDestinationError:
                 continue  # listed by `config check`; a page shows what it can
             if destination is not None:
-                records[name] = DestinationRecord.of(destination, stored)
-        for name, destination in self.file.items():
-            if name > after and (account is None or destination.account == account):
-                records[name] = DestinationRecord.of(destination)
-        ordered = [records[name] for name in sorted(records)]
-        if len(ordered) > limit:
-            return ordered[:limit], ordered[limit - 1].name
-        return ordered, None
+                records.append(DestinationRecord.of(destination, found[name]))
+        return records, (chosen[-1] if more else None)
+
+    def listing(self, *, account: str | None = None, cursor: str | None = None,
+                limit: int = PAGE) -> DestinationPage:
+        """A page of records after `cursor` (an opaque `next_cursor` of a previous page; none
+        for the first). InvalidInputError for a cursor this never gave."""
+        after = paging.decode_cursor(cursor, CURSOR_KIND, 1)[0] if cursor else ""
+        records, last = self.page(account=account, after=after, limit=limit)
+        return DestinationPage(destinations=records,
+                               next_cursor=paging.encode_cursor(CURSOR_KIND, last)
+                               if last is not None else None)
 
     def records(self, *, account: str | None = None) -> Iterator[DestinationRecord]:
         """Every record (file and registry) in name order, read a page at a time."""
@@ -442,8 +569,7 @@ class Registry:
         InvalidDestinationError naming every problem (field and value, never the key's)."""
         problems = self._name_problems(name)
         if routing_key is None:
-            problems.append("routing_key: required (from standard input or a named "
-                            "environment variable)")
+            problems.append("routing_key: required")
         destination, more = self._validate(name, dict(settings), routing_key)
         problems.extend(more)
         if problems or destination is None:
@@ -456,9 +582,12 @@ class Registry:
         replaces the stored one, `severity_map` entries merge into the stored map (None
         removes a level), None clears `events_url`, `client_url` or `account`. Raises
         NotFoundError, ConflictError (`read_only` for the file's), InvalidDestinationError,
-        ConfigurationError (a new routing key and no key ring)."""
+        ConfigurationError (a new routing key and no key ring). Nothing given at all:
+        InvalidDestinationError."""
         if name in self.file:
             raise ConflictError(code="read_only", message=_read_only(name, "change"))
+        if not changes and routing_key is None:
+            raise InvalidDestinationError([NOTHING_TO_CHANGE])
         for _ in range(CHANGE_ATTEMPTS):
             stored = self.client.hgetall(self.keys.destination(name))
             if not stored:
@@ -540,7 +669,8 @@ class Registry:
         woken = 0
         for batch in _chunks(iter(slots), PAGE):
             woken += int(self._wake(keys=[keys.schedule], args=[keys.hold_prefix, *batch]))
-        return Removal(name, pending, woken, circuit_deleted, self._remove_windows(name))
+        return Removal(name=name, pending_events=pending, woken_keys=woken,
+                       circuit_deleted=circuit_deleted, windows_removed=self._remove_windows(name))
 
     def _remove_windows(self, name: str) -> list[str]:
         """Delete the run-time maintenance windows of a removed destination (a destination

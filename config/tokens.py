@@ -26,8 +26,10 @@ from config.keyspace import Keyspace
 # What each scope lets a token do (the HTTP API's endpoints name the one they need).
 SCOPES = {
     "events:write": "enqueue alert events (POST /v1/events, /v1/events/batch)",
-    "destinations:read": "read destinations",
-    "destinations:write": "change destinations and send tests (POST /v1/destinations/NAME/test)",
+    "destinations:read": "list and show destinations (GET /v1/destinations[/NAME])",
+    "destinations:write": "add, change and remove destinations (POST /v1/destinations, "
+                          "PATCH and DELETE /v1/destinations/NAME) and send tests "
+                          "(POST /v1/destinations/NAME/test)",
     "incidents:read": "read incident timelines",
     "dead-letters:read": "list and show dead letters",
     "dead-letters:write": "replay and purge dead letters",

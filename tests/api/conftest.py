@@ -4,18 +4,22 @@ prefix, tokens made through `config/tokens.py`, and the simulator-backed destina
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 
 from api.server import ApiService
 from config import tokens
 from config.destinations import Destination
 from config.keyspace import Keyspace
+from config.secrets import generate_key
 from config.settings import Settings
 from simulator import Simulator
 from tests.cli.operate.support import two_destinations
+from tests.conftest import Fleet
 
 ALL_SCOPES = tuple(tokens.SCOPES)
 
@@ -27,10 +31,30 @@ def destinations(sim: Simulator, routing_key: str) -> dict[str, Destination]:
 
 
 @pytest.fixture
-def api(settings: Settings, destinations: dict[str, Destination]) -> Iterator[ApiService]:
+def key_ring() -> str:
+    """`MONITAO_PD_SECRET_KEYS` of the API and the fleet: one new key."""
+    return generate_key()
+
+
+@pytest.fixture
+def api_settings(settings: Settings, key_ring: str) -> Settings:
+    """The test settings with the key ring (the API seals the routing keys it is given)."""
+    return settings.model_copy(update={"secret_keys": SecretStr(key_ring)})
+
+
+@pytest.fixture
+def api(api_settings: Settings, destinations: dict[str, Destination]) -> Iterator[ApiService]:
     """The API served over HTTP on a free port."""
-    with ApiService(settings, destinations) as service:
+    with ApiService(api_settings, destinations) as service:
         yield service
+
+
+@pytest.fixture
+def fleet(make_fleet: Callable[..., AbstractContextManager[Fleet]],
+          key_ring: str) -> Iterator[Fleet]:
+    """The test fleet, able to open the routing keys the API seals."""
+    with make_fleet(secret_keys=key_ring) as running:
+        yield running
 
 
 @pytest.fixture

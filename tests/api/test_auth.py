@@ -4,6 +4,7 @@ listed and revoked by `monitao-pd tokens`, and only their hash is stored."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,12 @@ ENDPOINTS = [
     ("POST", "/v1/events", "events:write",
      {"action": "resolve", "monitor_id": "1", "incident_id": "1"}),
     ("POST", "/v1/events/batch", "events:write", {"events": []}),
+    ("GET", "/v1/destinations", "destinations:read", None),
+    ("POST", "/v1/destinations", "destinations:write",
+     {"name": "acme", "routing_key": "A" * 32, "events_url": "http://127.0.0.1:9/v2/enqueue"}),
+    ("GET", "/v1/destinations/prod", "destinations:read", None),
+    ("PATCH", "/v1/destinations/prod", "destinations:write", {"source": "x"}),
+    ("DELETE", "/v1/destinations/prod", "destinations:write", None),
     ("POST", "/v1/destinations/prod/test?timeout=0.1", "destinations:write", None),
     ("GET", "/v1/incidents/1/timeline", "incidents:read", None),
     ("GET", "/v1/dead-letters", "dead-letters:read", None),
@@ -49,7 +56,8 @@ def test_every_endpoint_needing_a_token_is_listed_here(api: ApiService) -> None:
     document = httpx.get(api.url + "/openapi.json").json()
     secured = {(method.upper(), path) for path, operations in document["paths"].items()
                for method, operation in operations.items() if operation.get("security")}
-    listed = {(method, path.split("?")[0].replace("/prod/", "/{name}/")
+    listed = {(method, re.sub(r"/destinations/prod\b", "/destinations/{name}",
+                              path.split("?")[0])
                .replace("/1/", "/{incident_id}/").replace("abcdefgh", "{event_id}")
                .replace("/w1", "/{window_id}")) for method, path, _, _ in ENDPOINTS}
     assert secured == listed

@@ -1,5 +1,6 @@
 """No routing key and no API token in any response, log line or Redis value, after a
-tour of every endpoint (PagerDuty's refusal and a replay included)."""
+tour of every endpoint (PagerDuty's refusal, a replay, and run-time destinations whose keys
+are given, used, changed and refused included)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis
 from api.server import ApiService
 from tests.api.conftest import event
 from tests.cli.operate.support import STAGING_KEY
-from tests.conftest import Fleet
+from tests.conftest import Fleet, random_routing_key
 
 
 def redis_text(client: redis.Redis, prefix: str) -> str:
@@ -60,13 +61,28 @@ def test_no_routing_key_or_token_anywhere(
         keep(client.get(path))
     keep(client.post("/v1/dead-letters/replay", json={"event_ids": [rejected]}))
     fleet.wait_final([rejected])
+    # run-time destinations: keys given, sealed, used by a worker, changed, refused
+    added, changed, refused, bare = (random_routing_key() for _ in range(4))
+    keep(client.post("/v1/destinations", json={"name": "acme", "routing_key": added,
+                                               "events_url": fleet.sim.events_url}))
+    sent = keep(client.post("/v1/events", json=event(3, 3, "trigger", destination="acme")))
+    assert fleet.wait_final([sent.json()["event_id"]]) == {sent.json()["event_id"]: "delivered"}
+    keep(client.patch("/v1/destinations/acme", json={"routing_key": changed}))
+    keep(client.post("/v1/destinations", json={"name": "acme2", "routing_key": refused,
+                                               "region": "mars"}))
+    keep(client.post("/v1/destinations", json=bare))
+    keep(client.patch("/v1/destinations/acme", json={"routing_key": refused[:20]}))
+    for path in ("/v1/destinations", "/v1/destinations/acme"):
+        keep(client.get(path))
+    keep(client.delete("/v1/destinations/acme"))
     keep(client.get("/v1/status", headers={"Authorization": f"Bearer {token}x"}))
     keep(httpx.get(api.url + "/metrics"))
 
     logs = "\n".join(record.getMessage() for record in caplog.records)
     stored = redis_text(redis_conn, prefix)
-    assert len(answers) == 14 and len(caplog.records) > 10
-    for secret in (routing_key, STAGING_KEY, token):
+    assert len(answers) == 23 and len(caplog.records) > 10
+    assert any("acme" in record.getMessage() for record in caplog.records)  # it was delivered
+    for secret in (routing_key, STAGING_KEY, token, added, changed, refused, bare):
         for where, text in (("responses", "\n".join(answers)), ("logs", logs),
                             ("Redis", stored)):
             assert secret not in text, f"a secret in the {where}"

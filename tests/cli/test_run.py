@@ -4,6 +4,7 @@ running fleet, Ctrl-C with an embedded Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,13 @@ def kill_everything_with(marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def api_of(out: str) -> tuple[str, str]:
+    """The API's URL and the run's token, as printed."""
+    [(url, token)] = re.findall(r"^API: (http://127\.0\.0\.1:\d+)  docs: \S+/docs  "
+                                r"token: (mpd_\S+)$", out, flags=re.MULTILINE)
+    return url, token
+
+
 def logs_of(out: str) -> Path:
     [directory] = re.findall(r"^Logs: (\S+)/ ", out, flags=re.MULTILINE)
     return Path(directory)
@@ -83,7 +91,8 @@ def assert_clean_logs(logs: Path, *, flower_started: bool = True) -> None:
     assert "ready." in (logs / "worker.log").read_text()
     if flower_started:  # with --exit-after-demo, Flower may be stopped before it is up
         assert "Visit me at" in (logs / "flower.log").read_text()
-    for name in ("worker.log", "flower.log", "services.log"):
+    assert "API listening on http://127.0.0.1:" in (logs / "api.log").read_text()
+    for name in ("worker.log", "flower.log", "api.log", "services.log"):
         text = (logs / name).read_text()
         for sign in ("Traceback", "ERROR", "CRITICAL", "Cannot connect", "Connection refused"):
             assert sign not in text, f"{sign!r} in {name}:\n{text[-3000:]}"
@@ -112,7 +121,7 @@ def test_two_runs_on_one_redis_each_deliver_their_own_demo_and_leave_no_key(
 
 def _check_two_runs(runs: list[subprocess.Popen[str]], results: list[tuple[str, str]],
                     prefix: str, redis_url: str) -> None:
-    prefixes = []
+    prefixes, apis = [], []
     for run, (out, err) in zip(runs, results, strict=True):
         assert run.returncode == 0, err[-3000:]
         table = out[out.index("Timeline of incident"):]
@@ -125,6 +134,10 @@ def _check_two_runs(runs: list[subprocess.Popen[str]], results: list[tuple[str, 
         assert "by Demo Responder, PagerDuty incident " in acknowledged
         assert "Flower: http://127.0.0.1:" in out and "password:" in out
         assert "MONITAO_PD_DEMO_ROUTING_KEY" not in out + err
+        url, token = api_of(out)
+        assert "(the token is shown once; it has every scope and lasts as long as this run)" in out
+        assert out.count(token) == 1
+        apis.append(url)
         [run_prefix] = re.findall(r"^Key prefix: (\S+) ", out, flags=re.MULTILINE)
         assert run_prefix.startswith(f"{prefix}run-")
         prefixes.append(run_prefix)
@@ -132,8 +145,10 @@ def _check_two_runs(runs: list[subprocess.Popen[str]], results: list[tuple[str, 
         assert_clean_logs(logs_of(out), flower_started=False)
         assert subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True).stdout == b""
     assert prefixes[0] != prefixes[1]
+    assert apis[0] != apis[1]  # one took the usual port (if free), the other a free one
     client = redis.Redis.from_url(redis_url)
-    try:  # the demos' keys are gone, the broker's (_kombu.binding.*, the queue) too
+    try:  # the demos' keys are gone (the API tokens too), the broker's (_kombu.binding.*,
+        # the queue) too
         assert list(client.scan_iter(match=f"{prefix}*", count=1000)) == []
     finally:
         client.close()
@@ -172,6 +187,7 @@ def test_ctrl_c_with_the_embedded_redis_after_using_the_printed_commands(
 
         status = json.loads(monitao_pd("status", "--json", "--timeout", "5"))
         assert len(status["workers"]) == 1 and status["pending_events"] == 0
+        _use_the_printed_api(out, exports)
         [faults] = set(re.findall(r"curl -X POST (\S+/_sim/faults) ", out))
         assert httpx.post(faults, json={"force_status": 400}, timeout=5).status_code == 200
         monitao_pd("send", "--action", "trigger", "--monitor-id", "7", "--incident-id", "1",
@@ -193,6 +209,39 @@ def test_ctrl_c_with_the_embedded_redis_after_using_the_printed_commands(
         kill_everything_with(prefix)
         shut_down_embedded_redis(out_path.read_text())
         remove_logs(out_path.read_text())
+
+
+def _use_the_printed_api(out: str, exports: dict[str, str]) -> None:
+    """The printed token works against the printed URL, with every scope (a destination
+    added through it is delivered to, then removed), and is stored only as its hash."""
+    url, token = api_of(out)
+    assert httpx.get(f"{url}/v1/status?ping=false", timeout=10).status_code == 401
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as api:
+        assert api.get("/v1/status", params={"ping": "false"}).status_code == 200
+        [sim] = re.findall(r"^PagerDuty simulator: (\S+)$", out, flags=re.MULTILINE)
+        added = api.post("/v1/destinations", json={
+            "name": "from-api", "routing_key": "K" * 32, "events_url": f"{sim}/v2/enqueue"})
+        assert added.status_code == 201, added.text
+        assert api.post("/v1/events", json={
+            "action": "trigger", "monitor_id": "8", "incident_id": "api-1",
+            "destination": "from-api", "summary": "through the API"}).status_code == 202
+
+        def delivered() -> bool:
+            entries = api.get("/v1/incidents/api-1/timeline").json().get("entries", [])
+            return any(entry["stage"] == "delivered" for entry in entries)
+
+        wait_until(delivered, timeout=30, message="the API's event to be delivered")
+        assert api.delete("/v1/destinations/from-api").status_code == 200
+    client = redis.Redis.from_url(exports["MONITAO_PD_REDIS_URL"])
+    try:
+        prefix = exports["MONITAO_PD_KEY_PREFIX"]
+        stored = [key + (client.dump(key) or b"")
+                  for key in client.scan_iter(match=f"{prefix}*")]
+        assert stored and not any(token.encode() in text for text in stored)
+        assert client.exists(f"{prefix}token:{hashlib.sha256(token.encode()).hexdigest()}")
+    finally:
+        client.close()
 
 
 def shut_down_embedded_redis(out: str) -> None:

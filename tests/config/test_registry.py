@@ -13,6 +13,7 @@ from config.errors import (
     ConfigurationError,
     ConflictError,
     InvalidDestinationError,
+    InvalidInputError,
     NotFoundError,
 )
 from config.keyspace import Keyspace, endpoint_id, slot_of
@@ -187,6 +188,27 @@ def test_pages_list_file_and_registry_in_name_order_by_account(registry: Registr
     assert names == ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "prod"]
     assert [r.name for r in registry.records(account="odd")] == ["d1", "d3", "d5"]
     assert registry.count() == 7
+
+
+def test_a_page_cut_at_a_record_that_no_longer_validates_goes_on(
+    registry: Registry, redis_conn, prefix: str
+) -> None:
+    """A stored record that no longer validates is left out of its page, and the walk goes on
+    past it (it used to end on a page that came short: `a4` was never listed)."""
+    for name in ("a1", "a2", "a3", "a4"):
+        registry.add(name, {"events_url": URL, "account": "x"}, random_routing_key())
+    redis_conn.hset(Keyspace(prefix).destination("a2"), "region", "mars")
+    walked, cursor = [], None
+    while True:
+        page = registry.listing(account="x", cursor=cursor, limit=2)
+        walked.append([r.name for r in page.destinations])
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert walked == [["a1"], ["a3", "a4"]]
+    assert [r.name for r in registry.records()] == ["a1", "a3", "a4", "prod"]
+    with pytest.raises(InvalidInputError, match="cursor: not a cursor"):
+        registry.listing(cursor="a2")
 
 
 def test_remove_with_pending_events_needs_confirmation_then_wakes_them(

@@ -16,11 +16,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import yaml
 
+from config import tokens
 from config.destinations import load_destinations
+from config.embedded_redis import free_port
+from config.keyspace import Keyspace
+from tests.conftest import wait_until
 from tests.deploy.helpers import (
     DEPLOY,
     LONGEST_TASK_SECONDS,
@@ -45,10 +50,11 @@ SECRETS_OF = {
     "redis": {"redis_password"},
     "worker": {"redis_password", "routing_keys", "secret_keys"},
     "flower": {"redis_password", "flower_credentials"},
+    "api": {"redis_password", "secret_keys"},
     "simulator": set(),
 }
 # The services that talk to Redis; the others must not be able to.
-REDIS_CLIENTS = {"worker", "flower"}
+REDIS_CLIENTS = {"worker", "flower", "api"}
 
 # Every key a compose service may carry that this file uses or might: a typo such as
 # `healtcheck` or `depend_on` is refused instead of silently ignored.
@@ -125,7 +131,7 @@ def test_structure_has_no_unknown_keys() -> None:
     data = raw()
     # x-* keys are compose extension fields (the YAML anchors shared by services).
     assert {key for key in data if not key.startswith("x-")} <= TOP_KEYS
-    assert set(data["services"]) == {"redis", "worker", "flower", "simulator"}
+    assert set(data["services"]) == {"redis", "worker", "flower", "api", "simulator"}
     for name, service in data["services"].items():
         assert set(service) <= SERVICE_KEYS, f"{name}: unknown {set(service) - SERVICE_KEYS}"
 
@@ -179,7 +185,7 @@ def test_every_service_has_a_healthcheck_and_start_up_follows_health() -> None:
     services = compose()["services"]
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
-    for name in ("worker", "flower"):
+    for name in ("worker", "flower", "api"):
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
     worker = services["worker"]["healthcheck"]
     assert worker["test"][:3] == ["CMD", "/bin/sh", "-c"]
@@ -187,6 +193,7 @@ def test_every_service_has_a_healthcheck_and_start_up_follows_health() -> None:
     assert context.info_name == "health" and context.params["local"] is True
     assert _seconds(worker["timeout"]) > context.params["timeout"] + 5
     assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
     assert "/_sim/health" in " ".join(services["simulator"]["healthcheck"]["test"])
 
 
@@ -202,7 +209,7 @@ def test_workers_scale_and_stop_gracefully() -> None:
     assert _seconds(worker["stop_grace_period"]) > LONGEST_TASK_SECONDS
     assert worker["deploy"]["resources"]["limits"]["memory"]
     assert parse_cli(worker["command"]).info_name == "worker"
-    for name in ("worker", "flower", "simulator"):
+    for name in ("worker", "flower", "api", "simulator"):
         service = compose()["services"][name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]
@@ -229,7 +236,8 @@ def test_flower_asks_for_basic_auth_and_listens_on_localhost_by_default() -> Non
 def test_the_simulator_is_an_optional_profile() -> None:
     services = compose()["services"]
     assert services["simulator"]["profiles"] == ["trial"]
-    assert all("profiles" not in services[name] for name in ("redis", "worker", "flower"))
+    assert all("profiles" not in services[name] for name in ("redis", "worker", "flower",
+                                                              "api"))
     context = parse_cli(services["simulator"]["command"])
     assert context.params["host"] == "0.0.0.0" and context.params["port"] == 8181
 
@@ -420,6 +428,72 @@ def test_fleet_services_reach_redis_with_its_password(tmp_path: Path, name: str)
             assert "Redis answers, but no worker on this host" in checked.stdout + checked.stderr
 
 
+def test_the_api_is_published_on_localhost_by_default_and_checked_on_healthz() -> None:
+    api = compose()["services"]["api"]
+    context = parse_cli(api["command"])
+    assert context.info_name == "api" and context.params["host"] == "0.0.0.0"
+    port = context.params["port"]
+    assert api["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"'http://127.0.0.1:{port}/healthz'" in " ".join(api["healthcheck"]["test"])
+    # the destinations file's names (an event for one is accepted), at the path it is told
+    assert api["configs"] == compose()["services"]["worker"]["configs"]
+    assert api["environment"]["MONITAO_PD_CONFIG"] == api["configs"][0]["target"]
+
+
+@pytest.mark.slow
+def test_the_api_serves_with_its_secrets_and_its_healthcheck_follows_redis(
+    tmp_path: Path,
+) -> None:
+    """The API's entrypoint, run with its secrets against the Redis of the redis service's
+    script: the healthcheck passes; a routing key given to it is sealed (the key ring
+    reached the process: without it the answer is 503); once Redis is gone the healthcheck
+    fails."""
+    password = secrets.token_hex(32)
+    redis_secrets, run_secrets = tmp_path / "redis-secrets", tmp_path / "secrets"
+    fill_secrets(redis_secrets, compose()["services"]["redis"], password)
+    fill_secrets(run_secrets, compose()["services"]["api"], password)
+    service = compose()["services"]["api"]
+    port = free_port()
+    env = script_environment() | {
+        "MONITAO_PD_CONFIG": str(DEPLOY / compose()["configs"]["destinations"]["file"])}
+    health = [part.replace(":8300/", f":{port}/") for part in service["healthcheck"]["test"][1:]]
+
+    def healthy() -> bool:
+        return subprocess.run(health, env=env, capture_output=True, timeout=30).returncode == 0
+
+    process = None
+    try:
+        with redis_started_by(redis_argv(redis_secrets), tmp_path) as server:
+            command = [*service["command"][:1], "--host", "127.0.0.1", "--port", str(port)]
+            process = subprocess.Popen(client_argv("api", run_secrets, server.port, *command),
+                                       env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            wait_until(lambda: process.poll() is not None or healthy(), timeout=60,
+                       message="the API's healthcheck to pass")
+            assert process.poll() is None, f"the API exited with {process.returncode}"
+            client = redis.Redis(port=server.port, password=password, decode_responses=True)
+            keys = Keyspace(service["environment"]["MONITAO_PD_KEY_PREFIX"])
+            token, _ = tokens.create(client, keys, "deploy-test", ["destinations:write"])
+            key = "".join(secrets.choice("ABCDEFGH0123456789") for _ in range(32))
+            added = httpx.post(f"http://127.0.0.1:{port}/v1/destinations", timeout=30,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"name": "acme", "routing_key": key})
+            assert added.status_code == 201, added.text
+            assert added.json()["routing_key"]["origin"] == "registry"
+            stored = client.hget(keys.destination("acme"), "routing_key")
+            assert stored and stored.startswith("v1:") and key not in stored
+            client.close()
+        wait_until(lambda: not healthy(), timeout=30, message="the healthcheck to fail")
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
 def test_config_and_build_paths_exist() -> None:
     data = compose()
     assert (DEPLOY / data["configs"]["destinations"]["file"]).is_file()
@@ -455,7 +529,9 @@ def test_the_worker_entrypoint_loads_the_keys_into_the_process(tmp_path: Path) -
 @pytest.mark.parametrize("name", sorted(REDIS_CLIENTS))
 def test_the_entrypoint_loads_exactly_the_secrets_given(tmp_path: Path, name: str) -> None:
     """What reaches the process: the worker gets the key ring and routing keys, not Flower's
-    password; Flower gets its credentials, not the key ring or a routing key."""
+    password; Flower gets its credentials, not the key ring or a routing key; the API gets
+    the key ring (it seals the routing keys it is given), not a routing key or Flower's
+    password."""
     run_secrets = tmp_path / "secrets"
     password = secrets.token_hex(32)
     values = fill_secrets(run_secrets, compose()["services"][name], password)
@@ -467,7 +543,8 @@ def test_the_entrypoint_loads_exactly_the_secrets_given(tmp_path: Path, name: st
     environment = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     assert environment["MONITAO_PD_REDIS_URL"] == f"redis://:{password}@127.0.0.1:6390/0"
     expected = {"worker": {"PD_KEY_TRIAL", "MONITAO_PD_SECRET_KEYS"},
-                "flower": {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"}}[name]
+                "flower": {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"},
+                "api": {"MONITAO_PD_SECRET_KEYS"}}[name]
     for variable, value in values.items():
         assert (environment.get(variable) == value) == (variable in expected), variable
 

@@ -29,6 +29,7 @@ import yaml
 from config import defaults
 from config.destinations import parse_destinations
 from config.embedded_redis import free_port
+from config.secrets import generate_key
 from config.settings import load_settings
 from tests.conftest import wait_until
 from tests.deploy.helpers import (
@@ -429,7 +430,8 @@ def redis_clients() -> set[str]:
 
 
 def test_only_the_fleet_and_keda_reach_redis() -> None:
-    assert redis_clients() == {"monitao-pd-worker", "monitao-pd-flower", "monitao-pd-webhooks"}
+    assert redis_clients() == {"monitao-pd-worker", "monitao-pd-flower", "monitao-pd-webhooks",
+                               "monitao-pd-api"}
     port = container_port("redis", "redis")
     for client in redis_clients():
         component = workloads()[client]["spec"]["template"]["metadata"]["labels"][
@@ -446,7 +448,8 @@ def test_only_prometheus_reaches_the_metrics_ports() -> None:
     assert reachable(PROMETHEUS, "monitao-pd-worker", metrics)
     for name, source in {**OUTSIDERS, "the ingress controller": INGRESS, "KEDA": KEDA,
                          "Flower": fleet_pod("flower"), "a worker": fleet_pod("worker"),
-                         "the receiver": fleet_pod("webhooks")}.items():
+                         "the receiver": fleet_pod("webhooks"),
+                         "the API": fleet_pod("api")}.items():
         assert not reachable(source, "monitao-pd-worker", metrics), name
     # The receiver serves /metrics on its one port: Prometheus, and PagerDuty through the
     # ingress controller, reach it; nothing else does.
@@ -477,7 +480,7 @@ def test_no_pod_of_the_namespace_takes_anything_else() -> None:
     [deny] = [p for p in by_kind("NetworkPolicy").values() if p["spec"]["podSelector"] == {}]
     assert deny["spec"]["policyTypes"] == ["Ingress"] and not deny["spec"].get("ingress")
     sources = [*OUTSIDERS.values(), PROMETHEUS, INGRESS, KEDA,
-               *(fleet_pod(c) for c in ("worker", "flower", "webhooks", "redis"))]
+               *(fleet_pod(c) for c in ("worker", "flower", "webhooks", "api", "redis"))]
     for target in workloads():
         for port in (22, 80, 443, 6380, 8080, 9000):
             for source in sources:
@@ -575,12 +578,14 @@ def test_every_redis_client_gets_the_url_with_the_password_from_the_secret() -> 
                 "name": "monitao-pd-redis", "key": "MONITAO_PD_REDIS_URL"}, name
 
 
-# Who is given which Secret (envFrom): the key ring and the routing keys to the workers
-# only, Flower's credentials to Flower, the webhook secrets to the receiver.
+# Who is given which Secret (envFrom): the routing keys to the workers only, the key ring
+# to the workers (they open routing keys) and the API (it seals them), Flower's credentials
+# to Flower, the webhook secrets to the receiver.
 SECRETS_OF = {
     "monitao-pd-worker": {"monitao-pd-routing-keys", "monitao-pd-secret-keys"},
     "monitao-pd-flower": {"monitao-pd-flower"},
     "monitao-pd-webhooks": {"monitao-pd-webhooks"},
+    "monitao-pd-api": {"monitao-pd-secret-keys"},
 }
 
 
@@ -699,6 +704,91 @@ def test_the_probes_ask_the_real_receiver(redis_url: str, prefix: str) -> None:
         for path in paths:
             assert wait_until(lambda path=path: answer(path), timeout=30,
                               message="the receiver to answer its probe") == 200
+        assert answer("/health") == 404
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+# --- the HTTP API ------------------------------------------------------------------------------
+
+
+def api() -> dict[str, Any]:
+    return by_kind("Deployment")["monitao-pd-api"]
+
+
+def test_the_api_is_deployed_with_the_key_ring_and_probes_on_healthz() -> None:
+    deployment = api()
+    [container] = pod(deployment)["containers"]
+    context = parse_cli(container["args"])
+    assert context.info_name == "api" and context.params["host"] == "0.0.0.0"
+    assert container_port("monitao-pd-api", "http") == context.params["port"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["port"] == "http" and get["path"] == "/healthz"
+        assert container[probe]["timeoutSeconds"] >= 1
+    # a send test may take its longest timeout; the grace period lets it finish
+    assert (pod(deployment)["terminationGracePeriodSeconds"]
+            > defaults.API_SEND_TEST_MAX_TIMEOUT_SECONDS)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(context.params["port"])
+    [service] = [s for s in by_kind("Service").values()
+                 if s["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    # the destinations file at the path the settings give, as for the workers
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    settings = by_kind("ConfigMap")["monitao-pd-settings"]["data"]
+    assert str(Path(settings["MONITAO_PD_CONFIG"]).parent) == mounts["destinations"]
+
+
+def test_the_api_is_reached_by_the_ingress_controller_and_prometheus_only() -> None:
+    http = container_port("monitao-pd-api", "http")
+    assert reachable(INGRESS, "monitao-pd-api", http)
+    assert reachable(PROMETHEUS, "monitao-pd-api", http)  # /metrics shares the port
+    for name, source in {**OUTSIDERS, "KEDA": KEDA, "a worker": fleet_pod("worker"),
+                         "Flower": fleet_pod("flower"),
+                         "the receiver": fleet_pod("webhooks")}.items():
+        assert not reachable(source, "monitao-pd-api", http), name
+    # and the API reaches Redis (its policy admits the component)
+    assert reachable(fleet_pod("api"), "redis", container_port("redis", "redis"))
+
+
+@pytest.mark.slow
+def test_the_apis_probes_ask_the_real_api(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    """`monitao-pd api` run with the Deployment's arguments (on 127.0.0.1 and a free port)
+    and its environment (the ConfigMaps' settings and destinations file, a real key ring in
+    the Secret's variable): the probes' path answers 200 once it serves, another 404."""
+    [container] = pod(api())["containers"]
+    port = free_port()
+    args = container["args"]
+    args = [*args[:args.index("--host")], "--host", "127.0.0.1", "--port", str(port)]
+    config = tmp_path / "destinations.toml"
+    config.write_text(by_kind("ConfigMap")["monitao-pd-destinations"]["data"][
+        "destinations.toml"])
+    environment = script_environment() | container_environment(
+        api(), MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix,
+        MONITAO_PD_CONFIG=str(config), MONITAO_PD_SECRET_KEYS=generate_key())
+    process = subprocess.Popen(["monitao-pd", *args], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+
+        def answer(path: str) -> int | None:
+            assert process.poll() is None, f"the API exited with {process.returncode}"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+            except httpx.TransportError:
+                return None
+
+        for path in paths:
+            assert wait_until(lambda path=path: answer(path), timeout=30,
+                              message="the API to answer its probe") == 200
         assert answer("/health") == 404
     finally:
         process.terminate()

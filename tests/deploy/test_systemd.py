@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from config import defaults
 from config.settings import load_settings
 from tests.deploy.helpers import (
     DEPLOY,
@@ -25,23 +26,24 @@ from tests.deploy.helpers import (
 
 SYSTEMD = DEPLOY / "systemd"
 BINARY = "/opt/monitao-pd/bin/monitao-pd"
-UNITS = ("monitao-pd-worker@.service", "monitao-pd-flower.service",
+UNITS = ("monitao-pd-worker@.service", "monitao-pd-flower.service", "monitao-pd-api.service",
          "monitao-pd-health.service", "monitao-pd-health.timer")
 ETC = "/etc/monitao-pd"
-# An environment file per role: each unit reads the shared settings and its own role's
-# secrets, and no other role's. The examples sit beside the units (routing-keys.env is the
+# An environment file per secret: each unit reads the shared settings and the secrets its
+# role needs, and no others. The examples sit beside the units (routing-keys.env is the
 # worker's NAME=KEY lines, named by the destinations file, so it has no example here).
 ENV_FILES = {
-    "monitao-pd-worker@.service": ["monitao-pd.env", "worker.env", "routing-keys.env"],
+    "monitao-pd-worker@.service": ["monitao-pd.env", "secret-keys.env", "routing-keys.env"],
     "monitao-pd-flower.service": ["monitao-pd.env", "flower.env"],
+    "monitao-pd-api.service": ["monitao-pd.env", "secret-keys.env"],
     "monitao-pd-health.service": ["monitao-pd.env"],
 }
-ROLE_FILES = {"worker.env", "routing-keys.env", "flower.env"}
-EXAMPLES = ("monitao-pd.env.example", "worker.env.example", "flower.env.example")
+ROLE_FILES = {"secret-keys.env", "routing-keys.env", "flower.env"}
+EXAMPLES = ("monitao-pd.env.example", "secret-keys.env.example", "flower.env.example")
 # The secret settings each example holds.
 SECRETS_IN = {
     "monitao-pd.env.example": {"MONITAO_PD_REDIS_URL"},
-    "worker.env.example": {"MONITAO_PD_SECRET_KEYS"},
+    "secret-keys.env.example": {"MONITAO_PD_SECRET_KEYS"},
     "flower.env.example": {"MONITAO_PD_FLOWER_PASSWORD"},
 }
 
@@ -72,7 +74,8 @@ def test_the_folder_holds_exactly_these_units() -> None:
     assert sorted(p.name for p in SYSTEMD.iterdir()) == sorted([*UNITS, *EXAMPLES])
 
 
-@pytest.mark.parametrize("name", ["monitao-pd-worker@.service", "monitao-pd-flower.service"])
+@pytest.mark.parametrize("name", ["monitao-pd-worker@.service", "monitao-pd-flower.service",
+                                  "monitao-pd-api.service"])
 def test_long_running_services_restart_and_are_hardened(name: str) -> None:
     service = unit(name)["Service"]
     assert one(service, "Restart") in ("always", "on-failure")
@@ -93,9 +96,9 @@ def test_worker_unit() -> None:
     assert start[0] == BINARY
     context = parse_cli(start)
     assert context.info_name == "worker" and context.params["name"].endswith("@%H")
-    # Only the worker gets the routing keys and the key ring.
+    # Only the worker gets the routing keys; the key ring too (and the API).
     assert "/etc/monitao-pd/routing-keys.env" in service["EnvironmentFile"]
-    assert "/etc/monitao-pd/worker.env" in service["EnvironmentFile"]
+    assert "/etc/monitao-pd/secret-keys.env" in service["EnvironmentFile"]
     # Warm shutdown: SIGTERM, then enough time for the longest task.
     assert one(service, "KillSignal") == "SIGTERM"
     # Never give up restarting (a Redis outage outlasts any start limit).
@@ -120,6 +123,18 @@ def test_flower_unit_listens_on_localhost_with_auth() -> None:
     assert context.params["no_auth_on_localhost"] is False
     assert {"MONITAO_PD_FLOWER_USER", "MONITAO_PD_FLOWER_PASSWORD"} == set(
         read_env_file(SYSTEMD / "flower.env.example"))
+
+
+def test_api_unit_listens_on_localhost() -> None:
+    service = unit("monitao-pd-api.service")["Service"]
+    start = split_command(one(service, "ExecStart"))
+    assert start[0] == BINARY
+    context = parse_cli(start)
+    assert context.info_name == "api"
+    assert (context.params["host"], context.params["port"]) == ("127.0.0.1", 8300)
+    assert "/etc/monitao-pd/routing-keys.env" not in service["EnvironmentFile"]
+    # a send test may take its longest timeout before the process stops
+    assert float(one(service, "TimeoutStopSec")) > defaults.API_SEND_TEST_MAX_TIMEOUT_SECONDS
 
 
 def test_health_timer_runs_the_health_check() -> None:
@@ -173,6 +188,9 @@ def test_every_secret_setting_is_in_the_file_of_the_role_that_needs_it() -> None
     assert "MONITAO_PD_FLOWER_PASSWORD" not in environment["monitao-pd-worker@.service"]
     assert "MONITAO_PD_SECRET_KEYS" in environment["monitao-pd-worker@.service"]
     assert "MONITAO_PD_SECRET_KEYS" not in environment["monitao-pd-flower.service"]
+    # the API seals routing keys: the key ring, and of the secrets nothing else
+    assert environment["monitao-pd-api.service"] & secret_settings() == {
+        "MONITAO_PD_REDIS_URL", "MONITAO_PD_SECRET_KEYS"}
     assert environment["monitao-pd-health.service"] & secret_settings() == {
         "MONITAO_PD_REDIS_URL"}
 
