@@ -19,7 +19,6 @@ import redis
 
 from cli.formatting import duration, reason_counts, table
 from cli.options import redis_errors
-from config import defaults
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations, looks_like_routing_key
 from config.errors import (
@@ -48,10 +47,7 @@ def open_registry(settings: Settings) -> Registry:
             file = load_destinations(settings.config)
         except ConfigurationError:
             file = load_destinations(settings.config, resolve_secrets=False)
-    tombstone = max(defaults.TOMBSTONE_SECONDS, settings.max_event_age_seconds + 86400)
-    return Registry(redis_client(settings), Keyspace(settings.key_prefix),
-                    key_ring=settings.key_ring(), file_destinations=file,
-                    tombstone_seconds=tombstone)
+    return Registry.of_fleet(redis_client(settings), settings, file)
 
 
 def registry_report(settings: Settings,

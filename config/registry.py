@@ -48,6 +48,7 @@ from config.errors import (
 )
 from config.keyspace import Keyspace, endpoint_id, split_slot
 from config.secrets import KEY_RING_VARIABLE, KeyRing, fingerprint, stored_key_id
+from config.settings import Settings
 
 # The settings a run-time destination has (the file's, less maintenance windows, which are
 # run-time windows: `monitao-pd maintenance add`).
@@ -279,6 +280,16 @@ class Registry:
         self._put = client.register_script(PUT)
         self._remove = client.register_script(REMOVE)
         self._wake = client.register_script(WAKE)
+
+    @classmethod
+    def of_fleet(cls, client: redis.Redis, settings: Settings,
+                 file_destinations: Mapping[str, Destination] | None = None) -> Registry:
+        """The registry of the fleet `settings` describe, with this process's key ring. A
+        removed destination's tombstone outlives any event that may still be pending for
+        it (the maximum event age, and a day's margin)."""
+        tombstone = max(defaults.TOMBSTONE_SECONDS, settings.max_event_age_seconds + 86400)
+        return cls(client, Keyspace(settings.key_prefix), key_ring=settings.key_ring(),
+                   file_destinations=file_destinations, tombstone_seconds=tombstone)
 
     # --- reading --------------------------------------------------------------------------
 
