@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from cli.formatting import duration
@@ -64,6 +64,26 @@ def seconds(value: Any) -> str:
     return "-" if value is None else duration(float(value) * 1000)
 
 
+STAGE_NAMES = {"pagerduty_acknowledged": "PagerDuty acknowledged",
+               "pagerduty_resolved": "PagerDuty resolved",
+               "pagerduty_triggered": "PagerDuty triggered"}
+
+
+def stage_name(stage: Any) -> str:
+    """A timeline stage for people: `retry_scheduled` as `Retry scheduled`."""
+    text = str(stage or "")
+    if text in STAGE_NAMES:
+        return STAGE_NAMES[text]
+    if text.startswith("pagerduty_"):
+        return "PagerDuty " + text.removeprefix("pagerduty_").replace("_", " ")
+    return text.replace("_", " ").capitalize()
+
+
+def as_list(value: Any) -> list[Any]:
+    """A value that is a list, or one item (PagerDuty's `errors` kept as text)."""
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def pretty_json(value: Any) -> str:
     """A JSON value laid out for reading (escaped like any other text when shown)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
@@ -72,10 +92,10 @@ def pretty_json(value: Any) -> str:
 def build_environment() -> Environment:
     """The console's template environment."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(
-        default=True, default_for_string=True), undefined=StrictUndefined,
+        default=True, default_for_string=True),
         finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(duration=duration, moment=moment, short_id=short_id, seconds=seconds,
-                       pretty_json=pretty_json)
+                       pretty_json=pretty_json, stage_name=stage_name, as_list=as_list)
     env.globals.update(navigation=NAVIGATION)
     return env
 
