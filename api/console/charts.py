@@ -2,7 +2,7 @@
 
 A chart is a few series over the same minutes; each becomes polylines in a fixed viewBox
 (a gap where a value is missing), with a y axis rounded to 1, 2 or 5 times a power of
-ten, and ticks on the x axis every 15 minutes. The template also gets the values as a
+ten in five steps, and ticks on the x axis every 15 minutes. The template also gets the values as a
 table, for screen readers and for reading exact figures.
 """
 
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 WIDTH, HEIGHT = 600, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 28  # room for the axes' labels
-Y_TICKS = 4
+Y_TICKS = 5
 X_TICK_MINUTES = 15
 
 
@@ -61,12 +61,13 @@ def nice_ceiling(value: float) -> float:
 
 def line_chart(title: str, minutes_ms: Sequence[int],
                series: Sequence[tuple[str, str, Sequence[float | None]]],
-               label: Callable[[float], str]) -> Chart:
+               label: Callable[[float], str], *, least_top: float = 0.0) -> Chart:
     """A chart of `series` (name, CSS class, one value or None per minute) over
-    `minutes_ms` (each minute's start, epoch ms); `label` formats a value."""
+    `minutes_ms` (each minute's start, epoch ms); `label` formats a value. The y axis
+    reaches at least `least_top` (counts: 5, so that every tick is a whole number)."""
     count = len(minutes_ms)
     values = [v for _, _, points in series for v in points if v is not None]
-    top_value = nice_ceiling(max(values, default=0.0))
+    top_value = nice_ceiling(max([*values, least_top]))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(index: int) -> float:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from api.console.charts import Y_TICKS as Y_STEPS
 from api.console.charts import line_chart
 from api.console.dependencies import ServicesDep, require
 from api.console.rendering import render
@@ -56,7 +57,7 @@ def live_context(services: Services) -> dict[str, Any]:
     outcomes = line_chart(
         "Deliveries per minute by outcome, last hour", starts,
         [(name, css, [float(m.counts[field]) for m in minutes])
-         for name, field, css in OUTCOME_SERIES], _count)
+         for name, field, css in OUTCOME_SERIES], _count, least_top=Y_STEPS)
     latency = line_chart(
         "Enqueue to delivered latency per minute, last hour", starts,
         [(name, css, [m.latency_ms[p] for m in minutes]) for name, p, css in LATENCY_SERIES],
