@@ -18,6 +18,8 @@ SESSION_COOKIE = "monitao_pd_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 FORM_TYPE = "application/x-www-form-urlencoded"
+# A form's fields at most (a page of dead letters ticked is a few hundred).
+MAX_FIELDS = 2000
 
 
 class NotSignedIn(Exception):
@@ -97,7 +99,10 @@ async def read_form(request: Request) -> Form:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(["body: not UTF-8 text"]) from None
-    return Form(parse_qs(text, keep_blank_values=True, max_num_fields=2000))
+    try:
+        return Form(parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FIELDS))
+    except ValueError:
+        raise InvalidInputError([f"body: more than {MAX_FIELDS} form fields"]) from None
 
 
 FormDep = Annotated[Form, Depends(read_form)]

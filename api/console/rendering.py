@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from cli.formatting import duration
 from config.text import printable
@@ -84,9 +84,11 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def pretty_json(value: Any) -> str:
-    """A JSON value laid out for reading (escaped like any other text when shown)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+def pretty_json(value: Any) -> Markup:
+    """A JSON value laid out for reading: its lines kept, each escaped as any other text
+    is (JSON escapes the C0 controls inside strings; `printable` the rest)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return Markup("\n").join(escape(printable(line)) for line in text.split("\n"))
 
 
 def build_environment() -> Environment:

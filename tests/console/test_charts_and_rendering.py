@@ -51,6 +51,10 @@ def test_values_from_outside_are_escaped_for_html_and_for_the_eye() -> None:
         value="<script>alert(1)</script>\x1b[2J\u202eevil\nnext")
     assert page == ("<p>&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[2J\\u202eevil\\nnext</p>")
     assert ENVIRONMENT.from_string("{{ v }}").render(v=None) == ""
+    shown = ENVIRONMENT.from_string("<pre>{{ v|pretty_json }}</pre>").render(
+        v={"summary": "<b>\u202e\x1b[2J</b>", "n": 1})
+    assert shown == ('<pre>{\n  &#34;summary&#34;: &#34;&lt;b&gt;\\u202e\\u001b[2J&lt;/b&gt;'
+                     '&#34;,\n  &#34;n&#34;: 1\n}</pre>')  # lines kept, each value escaped
 
 
 def test_times_and_stage_names_for_people() -> None:
