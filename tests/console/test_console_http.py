@@ -83,3 +83,28 @@ def test_the_vendored_javascript_names_its_version_and_licence() -> None:
         text = template.read_text()
         assert "<script>" not in text and " style=" not in text, template.name  # CSP: none
         assert not re.search(r"https?://(?!htmx\.org)", text), template.name
+
+
+def test_a_session_keeps_no_secret_and_expires(redis_conn: redis.Redis, prefix: str) -> None:
+    from api.console.sessions import SessionStore
+    from config import defaults
+    from config.errors import AuthenticationError
+
+    keys = Keyspace(prefix)
+    token, _ = tokens.create(redis_conn, keys, "session-test", ["incidents:read"])
+    store = SessionStore(redis_conn, keys)
+    session_id = store.sign_in(token)
+    [key] = list(redis_conn.scan_iter(keys.console_session("*")))
+    stored = redis_conn.hgetall(key)
+    assert session_id not in key and session_id not in str(stored)  # only its digest
+    assert token not in str(stored) and stored["token"] == tokens.digest(token)
+    assert 0 < redis_conn.ttl(key) <= defaults.CONSOLE_SESSION_SECONDS
+    session = store.find(session_id)
+    assert session is not None and session.allows("incidents:read")
+    assert not session.allows("dead-letters:write")
+    assert session.csrf_matches(session.csrf) and not session.csrf_matches("")
+    assert store.find(session_id + "x") is None and store.find(None) is None
+    store.sign_out(session)
+    assert store.find(session_id) is None
+    with pytest.raises(AuthenticationError):
+        store.sign_in("mpd_unknown")
