@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ required")'
@@ -31,6 +31,11 @@ test: lint
 # measured), less on an idle machine. `make bench BENCH_ARGS=--full` for the long run.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The README's pictures of the console, taken against a fleet this starts (about 4 minutes:
+# 3 of traffic for the charts). Needs Debian's chromium.
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.console.screenshots
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from api import problems
+from api import console, problems
 from api.limits import BodyTooLarge, BodyTooSlow, RequestLimits, too_large, too_slow
 from api.metrics import MetricsMiddleware
 from api.routers import dead_letters, events, incidents, maintenance, status
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None,
     app.add_exception_handler(BodyTooSlow, body_too_slow)
     for module in (events, destination_routes, incidents, dead_letters, maintenance, status):
         app.include_router(module.router)
+    console.mount(app, services)  # the web console at /, after the API's own routes
     app.add_middleware(RequestLimits, max_body_bytes=defaults.API_MAX_BODY_BYTES,
                        read_timeout=services.settings.api_body_read_seconds)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)

@@ -173,6 +173,15 @@ API_PAGE_MAX = 1000
 API_SEND_TEST_TIMEOUT_SECONDS = 30.0
 API_SEND_TEST_MAX_TIMEOUT_SECONDS = 120.0
 
+# The console (`monitao-pd api` at /). A session lasts a working day from signing in; the
+# overview refreshes itself this often, and asks the workers for a ping with this timeout
+# (a refresh waits for it: Celery's ping collects replies for the whole timeout).
+CONSOLE_SESSION_SECONDS = 8 * 3600.0
+CONSOLE_REFRESH_SECONDS = 5
+CONSOLE_PING_SECONDS = 0.5
+# Lists of the console's pages (destinations, dead letters) show this many rows a page.
+CONSOLE_PAGE = 100
+
 # The intake stream's consumer group (one for the fleet: every worker's consumer in it).
 INTAKE_GROUP = "fleet"
 # One consumer at a time takes entries (so they are enqueued in stream order: a resolve

@@ -198,6 +198,16 @@ class Keyspace:
         """Hash: API token name -> the SHA-256 hex of its token (listing and revoking)."""
         return f"{self.prefix}token-names"
 
+    def activity(self, minute: int) -> str:
+        """Hash with a TTL: the fleet's deliveries in one minute (epoch minutes) by outcome,
+        and latency buckets (worker/activity.py)."""
+        return f"{self.prefix}activity:{minute}"
+
+    def console_session(self, digest: str) -> str:
+        """Hash with a TTL: one console session (by the SHA-256 hex of its cookie): the
+        digest of the API token it signed in with, and its CSRF token."""
+        return f"{self.prefix}console-session:{digest}"
+
     @property
     def intake(self) -> str:
         """Stream: alert events pushed by producers in any language (`XADD ... event JSON`),

@@ -8,7 +8,8 @@ uses the destination's least severe level. The resolve is sent even when the tri
 not go through in time, so that a trigger delivered late is still resolved.
 
 `monitao-pd test-destination` and `POST /v1/destinations/{name}/test` both call
-`run_test` and only render its `SendTest`.
+`run_test` and only render its `SendTest`; the console runs the same `start_test` step by
+step, showing each outcome as it comes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,22 +104,78 @@ def _errors(stored: str | None) -> list[str]:
     return [str(e) for e in found] if isinstance(found, list) else [str(found)]
 
 
-def run_test(
+@dataclass
+class Step:
+    """One step of a running send test: an event sent (`result` None, waiting for its
+    outcome), or its outcome (`result`, as in `SendTest.results`)."""
+
+    action: str
+    event_id: str
+    result: dict[str, Any] | None = None
+
+
+class SendTestRun:
+    """A send test ready to go (its destination found, its incident named): `steps()` runs
+    it step by step, for a door that shows each outcome as it happens; `run()` all at once."""
+
+    def __init__(self, sender: AlertProducer, destination: Destination, incident_id: str, *,
+                 timeout: float, level: str | None, per_event: bool, own: bool) -> None:
+        self.destination, self.incident_id = destination.name, incident_id
+        self._sender, self._dest, self._own = sender, destination, own
+        self._timeout, self._level, self._per_event = timeout, level, per_event
+
+    def steps(self) -> Iterator[Step]:
+        """Send the trigger, wait, send its resolve, wait: a step when each is sent and
+        one with its outcome."""
+        sender, name, timeout = self._sender, self.destination, self._timeout
+        base = {"destination": name, "monitor_id": TEST_MONITOR,
+                "incident_id": self.incident_id}
+        deadline = time.monotonic() + timeout
+        try:
+            for action in ("trigger", "resolve"):
+                event = dict(base, action=action)
+                if action == "trigger":
+                    event.update(level=self._level or gentlest_level(self._dest),
+                                 summary=f"[TEST] monitao-pd test-destination {name}: "
+                                         "please ignore, resolved at once",
+                                 monitor_name="monitao-pd test-destination")
+                if self._per_event:
+                    deadline = time.monotonic() + timeout
+                event_id = sender.send(event)
+                yield Step(action, event_id)
+                fields = wait_final(sender, event_id, deadline)
+                entries = list(timeline.read(sender.redis, sender.keys, self.incident_id))
+                yield Step(action, event_id, outcome(action, event_id, fields, entries, timeout))
+        finally:
+            self.close()
+
+    def run(self) -> SendTest:
+        """Run every step; the outcomes."""
+        results = [step.result for step in self.steps() if step.result is not None]
+        return SendTest(self.destination, self.incident_id, results)
+
+    def close(self) -> None:
+        """Release the producer this run opened (a run never started, or left half-way)."""
+        if self._own:
+            self._sender.close()
+            self._own = False
+
+
+def start_test(
     settings: Settings, name: str, *, timeout: float, level: str | None = None,
     per_event: bool = True, destinations: Mapping[str, Destination] | None = None,
     producer: AlertProducer | None = None,
-) -> SendTest:
-    """Send the test trigger, wait, send its resolve, wait; return both results.
+) -> SendTestRun:
+    """A send test of destination `name`, not yet started.
 
     `timeout` bounds the wait for each event (`per_event`), or for both together (an HTTP
-    answer must come in time). Raises `NotFoundError` for an unknown destination,
-    `InvalidEventError` for a level the destination does not map.
+    answer must come in time). Raises `NotFoundError` for an unknown destination; its
+    steps raise `InvalidEventError` for a level the destination does not map.
     """
     from producer.producer import AlertProducer
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     incident = f"test-{stamp}-{uuid.uuid4().hex[:6]}"
-    base = {"destination": name, "monitor_id": TEST_MONITOR, "incident_id": incident}
     own = producer is None
     # the file's destinations (MONITAO_PD_CONFIG, or those given) and the registry's
     sender = producer or AlertProducer(settings, destinations=destinations)
@@ -128,23 +185,16 @@ def run_test(
             sender.close()
         raise NotFoundError(f"unknown destination {name!r} "
                             f"(configured: {sender.destinations.describe_names()})")
-    results = []
-    deadline = time.monotonic() + timeout
-    try:
-        for action in ("trigger", "resolve"):
-            event = dict(base, action=action)
-            if action == "trigger":
-                event.update(level=level or gentlest_level(destination),
-                             summary=f"[TEST] monitao-pd test-destination {name}: "
-                                     "please ignore, resolved at once",
-                             monitor_name="monitao-pd test-destination")
-            if per_event:
-                deadline = time.monotonic() + timeout
-            event_id = sender.send(event)
-            fields = wait_final(sender, event_id, deadline)
-            entries = list(timeline.read(sender.redis, sender.keys, incident))
-            results.append(outcome(action, event_id, fields, entries, timeout))
-    finally:
-        if own:
-            sender.close()
-    return SendTest(name, incident, results)
+    return SendTestRun(sender, destination, incident, timeout=timeout, level=level,
+                       per_event=per_event, own=own)
+
+
+def run_test(
+    settings: Settings, name: str, *, timeout: float, level: str | None = None,
+    per_event: bool = True, destinations: Mapping[str, Destination] | None = None,
+    producer: AlertProducer | None = None,
+) -> SendTest:
+    """Send the test trigger, wait, send its resolve, wait; return both results (as
+    `start_test(...).run()`)."""
+    return start_test(settings, name, timeout=timeout, level=level, per_event=per_event,
+                      destinations=destinations, producer=producer).run()

@@ -23,6 +23,7 @@ from worker.scripts import WorkerScripts
 from worker.sender import USER_AGENT
 
 if TYPE_CHECKING:
+    from worker.activity import ActivityRecorder
     from worker.follow_ons import FollowOns
 
 
@@ -91,6 +92,13 @@ class FleetContext:
         from worker.follow_ons import FollowOns
 
         return FollowOns(self)
+
+    @cached_property
+    def activity(self) -> ActivityRecorder:
+        """This process's per-minute delivery figures, flushed to Redis (worker/activity.py)."""
+        from worker.activity import ActivityRecorder
+
+        return ActivityRecorder(self.redis, self.keys)
 
     @property
     def scripts(self) -> WorkerScripts:
@@ -162,6 +170,8 @@ class FleetContext:
         """Close the HTTP client and Redis connections of this process."""
         if "destinations" in self.__dict__:
             self.destinations.close()
+        if "activity" in self.__dict__:
+            self.activity.close()
         with self._lock:
             if self._http is not None and self._http[0] == os.getpid():
                 self._http[1].close()

@@ -427,6 +427,17 @@ def purge(
     return outcomes
 
 
+def purge_selection(
+    client: redis.Redis, keys: Keyspace, settings: Settings, *, event_ids: Sequence[str] = (),
+    filters: Filters | None = None, everything: bool = False, operator: str = "",
+) -> dict[str, str]:
+    """Purge the dead letters this selection names (`purge_candidates`); event id ->
+    outcome (`purged`, or the state found when a replay took it meanwhile)."""
+    letters = purge_candidates(client, keys, event_ids=event_ids, filters=filters,
+                               everything=everything)
+    return purge(client, keys, settings, letters, operator=operator)
+
+
 def purge_one(
     client: redis.Redis, keys: Keyspace, settings: Settings, event_id: str, *,
     operator: str = "",

@@ -368,7 +368,10 @@ class SlotPass:
             return False
         # the lease was renewed after `started`, and outlasts the deadline by the margin
         outcome = failed or send(started + self.settings.attempt_seconds)
-        metrics.record_attempt(self._metrics_label(), outcome.kind, outcome.latency_ms / 1000)
+        metrics.record_attempt(self._metrics_label(), outcome.kind, outcome.latency_ms / 1000,
+                               outcome.http_status)
+        self.ctx.activity.attempt(self.destination_name, outcome.kind, outcome.http_status,
+                                  head.now_ms)
         attempt = head.attempts + 1
         attempt_entry = self._entry(
             "attempt", head.event_id, event.action, attempt=attempt,
@@ -588,6 +591,7 @@ class SlotPass:
         self._log_transition(result[1])
         metrics.record_final(self._metrics_label(), state, reason, head.enqueued_at,
                              int(result[2]))
+        self.ctx.activity.final(self.destination_name, state, head.enqueued_at, int(result[2]))
         if state == "dead_lettered":
             log.warning("event %s on %s ended %s: %s %s", head.event_id, slot, state, reason,
                         error or (outcome.error if outcome else ""))

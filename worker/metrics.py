@@ -56,6 +56,11 @@ FINISHED = Counter(
     "state (delivered, dead_lettered, superseded, ...) and reason (dead letters).",
     ["destination", "state", "reason"], registry=REGISTRY,
 )
+THROTTLED = Counter(
+    "monitao_pd_throttled_attempts", "Requests PagerDuty answered 429 Too Many Requests, by "
+    "destination (counted in monitao_pd_attempts_total as retry too).",
+    ["destination"], registry=REGISTRY,
+)
 ENQUEUE_TO_DELIVERED = Histogram(
     "monitao_pd_enqueue_to_delivered_seconds",
     "From an event's enqueue (or replay) to its delivery, including every wait.",
@@ -69,9 +74,13 @@ ATTEMPT_OUTCOMES = ("delivered", "retry", "permanent")
 CIRCUIT_VALUES = {"closed": 0, "open": 1, "half_open": 2}
 
 
-def record_attempt(destination: str, outcome: str, latency_seconds: float) -> None:
-    """Count one request to PagerDuty and its latency (outcome: delivered/retry/permanent)."""
+def record_attempt(destination: str, outcome: str, latency_seconds: float,
+                   http_status: int | None = None) -> None:
+    """Count one request to PagerDuty and its latency (outcome: delivered/retry/permanent),
+    and a 429 answer apart."""
     ATTEMPTS.labels(destination, outcome).inc()
+    if http_status == 429:
+        THROTTLED.labels(destination).inc()
     ATTEMPT_SECONDS.labels(destination).observe(max(0.0, latency_seconds))
 
 
@@ -275,7 +284,7 @@ def exporter_registry(state_collector: RedisStateCollector | None = None) -> Col
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        for metric in (ATTEMPTS, ATTEMPT_SECONDS, FINISHED, ENQUEUE_TO_DELIVERED):
+        for metric in (ATTEMPTS, ATTEMPT_SECONDS, THROTTLED, FINISHED, ENQUEUE_TO_DELIVERED):
             registry.register(metric)
     if state_collector is not None:
         registry.register(state_collector)

@@ -142,6 +142,22 @@ def page(client: redis.Redis, keys: Keyspace, incident_id: str, *, cursor: str |
     return entries, paging.encode_cursor(CURSOR_KIND, found[limit - 1][0])
 
 
+def page_with_summary(
+    client: redis.Redis, keys: Keyspace, incident_id: str, *, cursor: str | None = None,
+    limit: int = PAGE, retention_seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
+    """`page`, and with the first page (no cursor) the `summarize` figures of the whole
+    timeline (None on later pages): what the API and the console show."""
+    entries, next_cursor = page(client, keys, incident_id, cursor=cursor, limit=limit,
+                                retention_seconds=retention_seconds)
+    summary = None
+    if cursor is None:
+        whole = entries if next_cursor is None else incident_entries(
+            client, keys, incident_id, retention_seconds=retention_seconds)
+        summary = summarize(incident_id, whole)
+    return entries, summary, next_cursor
+
+
 def _figures(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and durations over some entries of one incident (all, or one key's)."""
     enqueued = [e for e in entries if e.get("stage") == "enqueued"]

@@ -31,14 +31,8 @@ def get_timeline(incident_id: IncidentId, services: ServicesDep,
                  limit: Limit = defaults.API_PAGE_DEFAULT) -> dict[str, Any]:
     """Every stage of every event of the incident, oldest first, in pages; the first page
     also carries the derived figures of the whole timeline (`timeline --summary`)."""
-    retention = services.settings.timeline_retention_seconds
-    entries, next_cursor = timeline.page(services.redis, services.keys, incident_id,
-                                         cursor=cursor, limit=limit,
-                                         retention_seconds=retention)
-    summary = None
-    if cursor is None:
-        whole = entries if next_cursor is None else timeline.incident_entries(
-            services.redis, services.keys, incident_id, retention_seconds=retention)
-        summary = timeline.summarize(incident_id, whole)
+    entries, summary, next_cursor = timeline.page_with_summary(
+        services.redis, services.keys, incident_id, cursor=cursor, limit=limit,
+        retention_seconds=services.settings.timeline_retention_seconds)
     return {"incident_id": incident_id, "entries": entries, "summary": summary,
             "next_cursor": next_cursor}

@@ -54,6 +54,9 @@ CHECKED_BY = {
     "systemd/monitao-pd.env.example": "test_systemd",
     "systemd/secret-keys.env.example": "test_systemd",
     "systemd/flower.env.example": "test_systemd",
+    "observability/alerts.yaml": "test_observability",
+    "observability/alerts.test.yaml": "test_observability",
+    "observability/grafana-dashboard.json": "test_observability",
 }
 
 

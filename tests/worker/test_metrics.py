@@ -62,8 +62,8 @@ def test_attempts_finals_and_histograms_as_recorded(exporter) -> None:
     dest = f"d{uuid.uuid4().hex[:8]}"  # counters are per process: a label of this test's own
     for latency in (0.02, 0.02, 0.02):
         metrics.record_attempt(dest, "delivered", latency)
-    metrics.record_attempt(dest, "retry", 0.5)
-    metrics.record_attempt(dest, "permanent", 0.003)
+    metrics.record_attempt(dest, "retry", 0.5, 429)
+    metrics.record_attempt(dest, "permanent", 0.003, 400)
     metrics.record_final(dest, "delivered", "", 1_000, 2_500)
     metrics.record_final(dest, "delivered", "", 1_000, 1_200)
     metrics.record_final(dest, "dead_lettered", "rejected", 1_000, 1_010)
@@ -73,6 +73,7 @@ def test_attempts_finals_and_histograms_as_recorded(exporter) -> None:
     assert value(samples, "monitao_pd_attempts_total", destination=dest, outcome="retry") == 1
     assert value(samples, "monitao_pd_attempts_total", destination=dest,
                  outcome="permanent") == 1
+    assert value(samples, "monitao_pd_throttled_attempts_total", destination=dest) == 1
     name = "monitao_pd_attempt_duration_seconds"
     assert value(samples, f"{name}_count", destination=dest) == 5
     assert value(samples, f"{name}_sum", destination=dest) == pytest.approx(0.563)
