@@ -158,6 +158,7 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
             api_url = f"http://127.0.0.1:{api_port}"
             answering = _wait_for_health(api, api_url)
             click.echo(f"API: {api_url}  docs: {api_url}/docs  token: {api_token}")
+            click.echo(f"Console: {api_url}/  (sign in with the token above)")
             click.echo("(the token is shown once; it has every scope and lasts as long as this "
                        "run" + (")" if answering else "; the API is not answering yet: "
                                 "see api.log)"))

@@ -215,6 +215,9 @@ def _use_the_printed_api(out: str, exports: dict[str, str]) -> None:
     """The printed token works against the printed URL, with every scope (a destination
     added through it is delivered to, then removed), and is stored only as its hash."""
     url, token = api_of(out)
+    assert f"Console: {url}/  (sign in with the token above)" in out
+    # the console is at the printed address: its sign-in form asks for the token
+    assert "API token" in httpx.get(f"{url}/", timeout=10, follow_redirects=True).text
     assert httpx.get(f"{url}/v1/status?ping=false", timeout=10).status_code == 401
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                       timeout=30) as api:
