@@ -191,3 +191,12 @@ INTAKE_LEASE_SECONDS = 10.0
 # Entries one read takes, and how long it blocks waiting for new ones.
 INTAKE_BATCH = 200
 INTAKE_BLOCK_SECONDS = 1.0
+
+# PagerDuty's REST API (config/pagerduty_rest.py, worker/maintenance_sync.py): one call's
+# time limit, the attempts of one call (PagerDuty's client retries 429, 5xx and network
+# errors in between), and the maintenance windows' reconciliation period and backoff.
+REST_TIMEOUT_SECONDS = 10.0
+REST_ATTEMPTS = 3
+MAINTENANCE_SYNC_SECONDS = 30.0
+MAINTENANCE_SYNC_RETRY_SECONDS = 5.0
+MAINTENANCE_SYNC_RETRY_CAP_SECONDS = 600.0

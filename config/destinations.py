@@ -43,6 +43,16 @@ REGION_EVENTS_URLS = {
     "us": "https://events.pagerduty.com/v2/enqueue",
     "eu": "https://events.eu.pagerduty.com/v2/enqueue",
 }
+# PagerDuty's REST API v2 (maintenance windows, webhook subscriptions, incident lookups).
+REGION_API_URLS = {
+    "us": "https://api.pagerduty.com",
+    "eu": "https://api.eu.pagerduty.com",
+}
+SERVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,32}$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# The associated data sealing a run-time destination's REST API token: not a name (names
+# have no '#'), so a routing key's ciphertext never opens as an API token or back.
+API_TOKEN_CONTEXT = "{name}#pagerduty_api_token"
 
 DEFAULT_SEVERITY_MAP: dict[str, Severity] = {
     "critical": "critical",
@@ -75,6 +85,10 @@ class SealedKey:
     def key_id(self) -> str | None:
         return stored_key_id(self.stored)
 
+    def opened_by(self, ring: KeyRing | None) -> SealedKey:
+        """The same sealed secret, to be opened with `ring`."""
+        return SealedKey(self.stored, self.length, self.fingerprint, ring)
+
     def __repr__(self) -> str:
         return f"SealedKey(key_id={self.key_id!r}, length={self.length})"
 
@@ -100,9 +114,19 @@ class Destination(BaseModel):
     coalesce: bool = False
     # The MoniTao customer the destination belongs to: a label for listing and metrics.
     account: str | None = None
+    # PagerDuty's REST API, optional (config/pagerduty_rest.py): the service the routing
+    # key's integration belongs to, an API token, the From email an account-level token
+    # needs, and the API's base URL (the region's by default).
+    pagerduty_service_id: str | None = None
+    pagerduty_api_token: SecretStr | None = Field(None, repr=False)
+    pagerduty_api_token_env: str | None = None
+    pagerduty_from: str | None = None
+    pagerduty_api_url: str | None = None
 
     # A run-time destination's routing key, sealed (never a field: the file cannot set it).
     _sealed: SealedKey | None = PrivateAttr(None)
+    # A run-time destination's REST API token, sealed likewise.
+    _sealed_api_token: SealedKey | None = PrivateAttr(None)
 
     @field_validator("account")
     @classmethod
@@ -125,7 +149,30 @@ class Destination(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
-    @field_validator("source", "client", "events_url", "client_url")
+    @field_validator("pagerduty_api_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        # PagerDuty's client refuses anything else, and the token must not travel in clear
+        if value is not None and not re.match(r"^https://[^\s/]+", value):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/") if value is not None else value
+
+    @field_validator("pagerduty_service_id")
+    @classmethod
+    def _service_id(cls, value: str | None) -> str | None:
+        if value is not None and not SERVICE_ID_PATTERN.match(value):
+            raise ValueError("must be a PagerDuty service id (letters and digits, e.g. PABC123)")
+        return value
+
+    @field_validator("pagerduty_from")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not EMAIL_PATTERN.match(value):
+            raise ValueError("must be an email address (PagerDuty's From header)")
+        return value
+
+    @field_validator("source", "client", "events_url", "client_url", "pagerduty_from",
+                     "pagerduty_api_url")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
         # shown by every command and stored at run time from any caller: no terminal tricks
@@ -148,18 +195,68 @@ class Destination(BaseModel):
         """The Events API endpoint: the explicit URL, or the region's."""
         return self.events_url or REGION_EVENTS_URLS[self.region]
 
+    @property
+    def api_url(self) -> str:
+        """PagerDuty's REST API base URL: the explicit one, or the region's."""
+        return self.pagerduty_api_url or REGION_API_URLS[self.region]
+
+    @property
+    def has_rest(self) -> bool:
+        """Whether the destination has REST credentials (a service id and an API token)."""
+        return self.pagerduty_service_id is not None and (
+            self.pagerduty_api_token is not None or self._sealed_api_token is not None
+            or self.pagerduty_api_token_env is not None)
+
+    def api_token(self) -> str:
+        """The REST API token, opened here just before use (as `secret()` does the routing
+        key): `UndecryptableError` when a sealed one cannot be opened, ConfigurationError
+        when there is none."""
+        if self.pagerduty_api_token is not None:
+            return self.pagerduty_api_token.get_secret_value()
+        sealed = self._sealed_api_token
+        if sealed is not None:
+            if sealed.ring is None:
+                raise UndecryptableError(f"{self.name}: MONITAO_PD_SECRET_KEYS is not set in "
+                                         "this process, so its API token cannot be opened")
+            return sealed.ring.open(sealed.stored, API_TOKEN_CONTEXT.format(name=self.name))
+        raise ConfigurationError([f"destinations.{self.name}: no PagerDuty API token"])
+
+    @property
+    def sealed_api_token(self) -> SealedKey | None:
+        """A run-time destination's sealed REST API token (None otherwise)."""
+        return self._sealed_api_token
+
+    def api_token_info(self) -> dict[str, Any] | None:
+        """The REST API token described (as `routing_key_info`), or None without one."""
+        sealed = self._sealed_api_token
+        if sealed is not None:
+            return {"origin": "registry", "variable": None, "resolved": True,
+                    "length": sealed.length, "fingerprint": sealed.fingerprint,
+                    "key_id": sealed.key_id}
+        if self.pagerduty_api_token is None and self.pagerduty_api_token_env is None:
+            return None
+        plain = (self.pagerduty_api_token.get_secret_value()
+                 if self.pagerduty_api_token is not None else None)
+        return {"origin": "env" if self.pagerduty_api_token_env else "inline",
+                "variable": self.pagerduty_api_token_env, "resolved": plain is not None,
+                "length": len(plain) if plain is not None else None,
+                "fingerprint": fingerprint(plain) if plain is not None else None,
+                "key_id": None}
+
     def severity_for(self, level: str) -> Severity:
         """PagerDuty's severity for a MoniTao level; raises KeyError for an unmapped level."""
         return self.severity_map[level]
 
     @classmethod
     def from_registry(cls, fields: Mapping[str, Any], sealed: SealedKey, *,
-                      validate: bool = True) -> Destination:
-        """A run-time destination: validated `fields` and its sealed routing key. Without
-        `validate`, the fields are taken as stored (they were validated when written): for
-        a producer, which reads only the name and the severity map."""
+                      validate: bool = True,
+                      sealed_api_token: SealedKey | None = None) -> Destination:
+        """A run-time destination: validated `fields` and its sealed routing key (and REST
+        API token). Without `validate`, the fields are taken as stored (they were validated
+        when written): for a producer, which reads only the name and the severity map."""
         destination = cls.model_validate(fields) if validate else cls.model_construct(**fields)
         destination._sealed = sealed
+        destination._sealed_api_token = sealed_api_token
         return destination
 
     @property
@@ -177,8 +274,9 @@ class Destination(BaseModel):
         if self._sealed is None or self._sealed.ring is ring:
             return self
         copy = self.model_copy()
-        copy._sealed = SealedKey(self._sealed.stored, self._sealed.length,
-                                 self._sealed.fingerprint, ring)
+        copy._sealed = self._sealed.opened_by(ring)
+        if self._sealed_api_token is not None:
+            copy._sealed_api_token = self._sealed_api_token.opened_by(ring)
         return copy
 
     def secret(self) -> str:
@@ -282,6 +380,8 @@ def parse_destinations(
         key_problem = _resolve_routing_key(raw, environ, resolve_secrets)
         if key_problem:
             problems.append(f"{where}: {key_problem}")
+        problems.extend(f"{where}: {p}" for p in _resolve_api_token(raw, environ,
+                                                                      resolve_secrets))
         try:
             result[name] = Destination(name=name, **raw)
         except ValidationError as exc:
@@ -299,7 +399,8 @@ def validation_problems(exc: ValidationError, prefix: str = "") -> list[str]:
         field = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        secret_or_unknown = field == "routing_key" or error["type"] == "extra_forbidden"
+        secret_or_unknown = field in ("routing_key", "pagerduty_api_token") or (
+            error["type"] == "extra_forbidden")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         shown = (
@@ -353,3 +454,45 @@ def _resolve_routing_key(
         return None
     problem = routing_key_problem(inline)
     return f"routing_key {problem}" if problem else None
+
+
+def _resolve_api_token(raw: dict[str, object], environ: Mapping[str, str],
+                       resolve_secrets: bool) -> list[str]:
+    """Put the REST API token in place (from the environment if referenced) and check the
+    REST credentials come whole; return the problems."""
+    inline, env_name = raw.get("pagerduty_api_token"), raw.get("pagerduty_api_token_env")
+    problems = []
+    if inline is not None and env_name is not None:
+        problems.append("give either pagerduty_api_token or pagerduty_api_token_env, not both")
+    has_token = inline is not None or env_name is not None
+    if has_token != (raw.get("pagerduty_service_id") is not None):
+        problems.append("pagerduty_service_id and an API token (pagerduty_api_token_env) "
+                        "go together: give both or neither")
+    if env_name is not None and inline is None:
+        if not isinstance(env_name, str) or not env_name:
+            problems.append("pagerduty_api_token_env must name an environment variable")
+        elif resolve_secrets:
+            if env_name in environ:
+                raw["pagerduty_api_token"] = environ[env_name]
+            else:
+                problems.append(f"pagerduty_api_token_env: environment variable ${env_name} "
+                                "is not set")
+    if not resolve_secrets:
+        raw.pop("pagerduty_api_token", None)
+    token = raw.get("pagerduty_api_token")
+    if token is not None:
+        token_problem = api_token_problem(token)
+        if token_problem:
+            problems.append(f"pagerduty_api_token {token_problem}")
+    return problems
+
+
+def api_token_problem(value: object) -> str | None:
+    """Why `value` is not a plausible PagerDuty REST API token, never showing it; or None."""
+    if isinstance(value, str) and 8 <= len(value) <= 200 and value.isascii() and (
+        value.isprintable() and " " not in value
+    ):
+        return None
+    length = len(value) if isinstance(value, str) else 0
+    return ("must be 8-200 printable characters without spaces "
+            f"(got {length} characters; value not shown)")

@@ -33,9 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import defaults
 from config.destinations import (
+    API_TOKEN_CONTEXT,
     NAME_PATTERN,
     Destination,
     SealedKey,
+    api_token_problem,
     routing_key_problem,
     validation_problems,
 )
@@ -55,11 +57,16 @@ from worker import paging
 # The settings a run-time destination has (the file's, less maintenance windows, which are
 # run-time windows: `monitao-pd maintenance add`).
 SETTINGS = ("region", "events_url", "source", "client", "client_url", "rate_limit_per_minute",
-            "severity_map", "coalesce", "account")
+            "severity_map", "coalesce", "account", "pagerduty_service_id", "pagerduty_from",
+            "pagerduty_api_url")
 # The fields a lookup reads (HMGET: a third of HGETALL's reply to parse, on a cache miss).
-LOADED = (*SETTINGS, "routing_key", "routing_key_length", "routing_key_fingerprint")
-# Settings that may be cleared (set back to their default) by an update.
-CLEARABLE = ("events_url", "client_url", "account")
+LOADED = (*SETTINGS, "routing_key", "routing_key_length", "routing_key_fingerprint",
+          "api_token", "api_token_length", "api_token_fingerprint")
+# Settings that may be cleared (set back to their default) by an update; clearing
+# `pagerduty_service_id` drops the REST credentials, API token included.
+CLEARABLE = ("events_url", "client_url", "account", "pagerduty_service_id", "pagerduty_from",
+             "pagerduty_api_url")
+API_TOKEN_FIELDS = ("api_token", "api_token_length", "api_token_fingerprint")
 PAGE = 500
 MAX_PAGE = 5000
 CHANGE_ATTEMPTS = 10
@@ -212,6 +219,12 @@ class DestinationRecord(BaseModel):
     coalesce: bool
     maintenance_windows: int = Field(description="windows the destinations file gives it")
     routing_key: RoutingKeyInfo
+    pagerduty_service_id: str | None = Field(
+        None, description="the PagerDuty service of PagerDuty's REST API calls")
+    pagerduty_from: str | None = None
+    pagerduty_api_url: str | None = Field(None, description="the REST API's base URL")
+    pagerduty_api_token: RoutingKeyInfo | None = Field(
+        None, description="the REST API token described, never shown (None: no token)")
     version: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -231,6 +244,11 @@ class DestinationRecord(BaseModel):
             severity_map=dict(destination.severity_map), coalesce=destination.coalesce,
             maintenance_windows=len(destination.maintenance),
             routing_key=RoutingKeyInfo(**destination.routing_key_info()),
+            pagerduty_service_id=destination.pagerduty_service_id,
+            pagerduty_from=destination.pagerduty_from,
+            pagerduty_api_url=destination.api_url if destination.has_rest else None,
+            pagerduty_api_token=(RoutingKeyInfo(**info) if (info := destination.api_token_info())
+                                 else None),
             version=int(meta["version"]) if meta.get("version") else None,
             created_at=_time(meta.get("created_at")), updated_at=_time(meta.get("updated_at")),
         )
@@ -509,8 +527,8 @@ class Registry:
         for names in _chunks(self.names(), PAGE):
             pipe = self.client.pipeline(transaction=False)
             for name in names:
-                pipe.hget(self.keys.destination(name), "routing_key")
-            for name, stored in zip(names, pipe.execute(), strict=True):
+                pipe.hmget(self.keys.destination(name), "routing_key", "api_token")
+            for name, (stored, token) in zip(names, pipe.execute(), strict=True):
                 if stored is None:
                     continue
                 if self.key_ring is None:
@@ -518,6 +536,8 @@ class Registry:
                     continue
                 try:
                     self.key_ring.open(stored, name)
+                    if token:
+                        self.key_ring.open(token, API_TOKEN_CONTEXT.format(name=name))
                 except UndecryptableError as exc:
                     found[name] = str(exc)
         return found
@@ -542,18 +562,20 @@ class Registry:
 
     # --- changing -------------------------------------------------------------------------
 
-    def add(self, name: str, settings: Mapping[str, Any], routing_key: str | None) -> (
-            DestinationRecord):
-        """Add a run-time destination. Raises InvalidDestinationError (one problem per line,
-        nothing stored), ConflictError (`exists`: the name is taken, here or in the file),
-        ConfigurationError (no key ring to seal the routing key)."""
-        destination = self.validate_new(name, settings, routing_key)
+    def add(self, name: str, settings: Mapping[str, Any], routing_key: str | None,
+            api_token: str | None = None) -> DestinationRecord:
+        """Add a run-time destination (with a REST API token if `api_token`). Raises
+        InvalidDestinationError (one problem per line, nothing stored), ConflictError
+        (`exists`: the name is taken, here or in the file), ConfigurationError (no key ring
+        to seal the routing key)."""
+        destination = self.validate_new(name, settings, routing_key, api_token)
         if name in self.file:
             raise ConflictError(code="exists", message=f"destination {name!r} is defined in the "
                                           "destinations file (MONITAO_PD_CONFIG); names are "
                                           "unique across the file and the registry")
         assert routing_key is not None
-        fields = self._fields(destination, self._seal(name, routing_key))
+        fields = self._fields(destination, self._seal(name, routing_key),
+                              self._seal_api_token(name, api_token))
         result = self._put(keys=self._put_keys(name),
                            args=[name, "add", "", json.dumps(fields),
                                  self.keys.account_destinations(""),
@@ -564,29 +586,31 @@ class Registry:
         return self._written(destination, fields, result)
 
     def validate_new(self, name: str, settings: Mapping[str, Any],
-                     routing_key: str | None) -> Destination:
+                     routing_key: str | None, api_token: str | None = None) -> Destination:
         """The destination `add` would store, validated without storing anything; raises
         InvalidDestinationError naming every problem (field and value, never the key's)."""
         problems = self._name_problems(name)
         if routing_key is None:
             problems.append("routing_key: required")
-        destination, more = self._validate(name, dict(settings), routing_key)
+        destination, more = self._validate(name, dict(settings), routing_key, api_token,
+                                           has_token=api_token is not None)
         problems.extend(more)
         if problems or destination is None:
             raise InvalidDestinationError(problems)
         return destination
 
-    def update(self, name: str, changes: Mapping[str, Any], routing_key: str | None = None) -> (
-            DestinationRecord):
+    def update(self, name: str, changes: Mapping[str, Any], routing_key: str | None = None,
+               api_token: str | None = None) -> DestinationRecord:
         """Change what is given of a run-time destination, as a JSON merge patch: a setting
         replaces the stored one, `severity_map` entries merge into the stored map (None
-        removes a level), None clears `events_url`, `client_url` or `account`. Raises
-        NotFoundError, ConflictError (`read_only` for the file's), InvalidDestinationError,
-        ConfigurationError (a new routing key and no key ring). Nothing given at all:
-        InvalidDestinationError."""
+        removes a level), None clears `events_url`, `client_url`, `account` or a REST
+        setting (None for `pagerduty_service_id` drops the REST credentials, API token
+        included). Raises NotFoundError, ConflictError (`read_only` for the file's),
+        InvalidDestinationError, ConfigurationError (a new routing key or API token and no
+        key ring). Nothing given at all: InvalidDestinationError."""
         if name in self.file:
             raise ConflictError(code="read_only", message=_read_only(name, "change"))
-        if not changes and routing_key is None:
+        if not changes and routing_key is None and api_token is None:
             raise InvalidDestinationError([NOTHING_TO_CHANGE])
         for _ in range(CHANGE_ATTEMPTS):
             stored = self.client.hgetall(self.keys.destination(name))
@@ -604,12 +628,17 @@ class Registry:
             for name_ in CLEARABLE:
                 if name_ in merged and merged[name_] is None:
                     del merged[name_]
-            destination, problems = self._validate(name, merged, routing_key)
+            drop_rest = "pagerduty_service_id" not in merged
+            has_token = api_token is not None or (bool(stored.get("api_token"))
+                                                  and not drop_rest)
+            destination, problems = self._validate(name, merged, routing_key, api_token,
+                                                   has_token=has_token)
             if problems:
                 raise InvalidDestinationError(problems)
             assert destination is not None
             sealed = self._seal(name, routing_key) if routing_key is not None else None
-            fields = self._fields(destination, sealed)
+            fields = self._fields(destination, sealed, self._seal_api_token(name, api_token),
+                                  drop_api_token=drop_rest)
             result = self._put(keys=self._put_keys(name),
                                args=[name, "update", stored.get("version", ""),
                                      json.dumps(fields), self.keys.account_destinations(""),
@@ -617,8 +646,8 @@ class Registry:
             if result[0] == "missing":
                 raise NotFoundError(f"no destination {name!r}")
             if result[0] == "ok":
-                if sealed is None:  # the key is as stored: describe it from the hash
-                    fields = {**stored, **fields}
+                # the keys not given are as stored: describe them from the hash
+                fields = {**stored, **fields}
                 return self._written(destination, fields, result)
         raise ConflictError(code="changed",
                             message=f"destination {name!r} kept changing; try again")
@@ -704,18 +733,22 @@ class Registry:
 
     def _reseal(self, name: str, ring: KeyRing) -> str:
         for _ in range(CHANGE_ATTEMPTS):
-            stored = self.client.hmget(self.keys.destination(name), "routing_key", "version")
-            sealed, version = stored
+            stored = self.client.hmget(self.keys.destination(name), "routing_key", "version",
+                                       "api_token")
+            sealed, version, token = stored
             if sealed is None:
                 return "gone"
-            if stored_key_id(sealed) == ring.primary_id:
+            if stored_key_id(sealed) == ring.primary_id and (
+                    not token or stored_key_id(token) == ring.primary_id):
                 return "already"
+            context = API_TOKEN_CONTEXT.format(name=name)
             try:
-                plain = ring.open(sealed, name)
+                fields = {"routing_key": ring.seal(ring.open(sealed, name), name),
+                          "key_id": ring.primary_id}
+                if token:
+                    fields["api_token"] = ring.seal(ring.open(token, context), context)
             except UndecryptableError as exc:
                 return str(exc)
-            resealed = ring.seal(plain, name)
-            fields = {"routing_key": resealed, "key_id": ring.primary_id}
             result = self._put(keys=self._put_keys(name),
                                args=[name, "update", version, json.dumps(fields),
                                      self.keys.account_destinations(""),
@@ -732,7 +765,9 @@ class Registry:
         sealed = SealedKey(fields.get("routing_key", ""),
                            int(fields.get("routing_key_length") or 0),
                            fields.get("routing_key_fingerprint", ""), self.key_ring)
-        written = Destination.from_registry(destination.model_dump(), sealed)
+        written = Destination.from_registry(
+            destination.model_dump(exclude_none=True), sealed,
+            sealed_api_token=_sealed_api_token(fields, self.key_ring))
         return DestinationRecord.of(written, {"version": str(result[1]),
                                               "created_at": str(result[3]),
                                               "updated_at": str(result[4])})
@@ -752,20 +787,36 @@ class Registry:
         return SealedKey(ring.seal(routing_key, name), len(routing_key),
                          fingerprint(routing_key), ring)
 
+    def _seal_api_token(self, name: str, api_token: str | None) -> SealedKey | None:
+        if api_token is None:
+            return None
+        ring = self._ring()
+        return SealedKey(ring.seal(api_token, API_TOKEN_CONTEXT.format(name=name)),
+                         len(api_token), fingerprint(api_token), ring)
+
     @staticmethod
     def _name_problems(name: str) -> list[str]:
         if isinstance(name, str) and NAME_PATTERN.match(name):
             return []
         return [f"name: must be 1-64 letters, digits, '_' or '-' (got {name!r})"]
 
-    def _validate(self, name: str, settings: dict[str, Any],
-                  routing_key: str | None) -> tuple[Destination | None, list[str]]:
-        """The destination `settings` describe, and every problem with them."""
+    def _validate(self, name: str, settings: dict[str, Any], routing_key: str | None,
+                  api_token: str | None = None, *,
+                  has_token: bool = False) -> tuple[Destination | None, list[str]]:
+        """The destination `settings` describe, and every problem with them (`has_token`:
+        whether it will have a REST API token, given now or kept)."""
         problems = []
         if routing_key is not None:
             problem = routing_key_problem(routing_key)
             if problem:
                 problems.append(f"routing_key: {problem}")
+        if api_token is not None:
+            problem = api_token_problem(api_token)
+            if problem:
+                problems.append(f"pagerduty_api_token: {problem}")
+        if has_token != bool(settings.get("pagerduty_service_id")):
+            problems.append("pagerduty_service_id: REST credentials are a service id and an "
+                            "API token together: give both (or clear the service id)")
         unknown = sorted(set(settings) - set(SETTINGS))
         problems.extend(f"{key}: unknown setting" for key in unknown)
         try:
@@ -777,7 +828,9 @@ class Registry:
         return (destination if not problems else None), problems
 
     @staticmethod
-    def _fields(destination: Destination, sealed: SealedKey | None) -> dict[str, str]:
+    def _fields(destination: Destination, sealed: SealedKey | None,
+                sealed_api_token: SealedKey | None = None, *,
+                drop_api_token: bool = False) -> dict[str, str]:
         """The hash fields of a validated destination ('' deletes an unset one)."""
         fields = {
             "region": destination.region,
@@ -789,8 +842,17 @@ class Registry:
             "severity_map": json.dumps(destination.severity_map, sort_keys=True),
             "coalesce": "1" if destination.coalesce else "0",
             "account": destination.account or "",
+            "pagerduty_service_id": destination.pagerduty_service_id or "",
+            "pagerduty_from": destination.pagerduty_from or "",
+            "pagerduty_api_url": destination.pagerduty_api_url or "",
             "endpoint_id": endpoint_id(destination.url),
         }
+        if drop_api_token:
+            fields.update(dict.fromkeys(API_TOKEN_FIELDS, ""))
+        if sealed_api_token is not None:
+            fields.update(api_token=sealed_api_token.stored,
+                          api_token_length=str(sealed_api_token.length),
+                          api_token_fingerprint=sealed_api_token.fingerprint)
         if sealed is not None:
             fields.update(routing_key=sealed.stored, key_id=sealed.key_id or "",
                           routing_key_length=str(sealed.length),
@@ -810,12 +872,21 @@ class Registry:
             settings = _settings(stored)
             if not validate and not isinstance(settings.get("severity_map", {}), dict):
                 raise ValueError("severity_map is not a JSON object")
-            return Destination.from_registry({"name": name, **settings}, sealed,
-                                             validate=validate)
+            return Destination.from_registry(
+                {"name": name, **settings}, sealed, validate=validate,
+                sealed_api_token=_sealed_api_token(stored, self.key_ring))
         except (ValidationError, ValueError) as exc:
             problems = (validation_problems(exc, f"destination {name}: ")
                         if isinstance(exc, ValidationError) else [f"destination {name}: {exc}"])
             raise InvalidDestinationError(problems) from None
+
+
+def _sealed_api_token(stored: Mapping[str, str], ring: KeyRing | None) -> SealedKey | None:
+    """The sealed REST API token of a stored hash (or of fields being written), if any."""
+    if not stored.get("api_token"):
+        return None
+    return SealedKey(stored["api_token"], int(stored.get("api_token_length") or 0),
+                     stored.get("api_token_fingerprint", ""), ring)
 
 
 def _loaded(values: list[str | None]) -> dict[str, str]:
