@@ -234,6 +234,11 @@ class Keyspace:
         """Sorted set (all scores 0): the run-time destinations of one account."""
         return f"{self.prefix}account-destinations:{account}"
 
+    def service_destinations(self, service_id: str) -> str:
+        """Sorted set (all scores 0): the run-time destinations with REST credentials for
+        one PagerDuty service (webhooks of that service find their credentials here)."""
+        return f"{self.prefix}service-destinations:{service_id}"
+
     @property
     def registry_version(self) -> str:
         """String: a counter bumped by every change of the registry (workers poll it)."""

@@ -79,8 +79,10 @@ NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destin
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone
 # ARGV: 1 name, 2 mode (add|update), 3 expected version ('' = any), 4 fields (JSON object of
-#       strings; '' deletes the field), 5 account set key prefix, 6 channel
-# Adds or changes a destination, keeps the account sets, key-id and endpoint counts in step,
+#       strings; '' deletes the field), 5 account set key prefix, 6 channel, 7 service set
+#       key prefix
+# Adds or changes a destination, keeps the account and service sets, key-id and endpoint
+# counts in step,
 # drops any tombstone, bumps the registry version and publishes `version name`. Returns
 # {'ok', destination version, registry version, created_at, updated_at}, or {'exists'},
 # {'missing'}, {'changed'}.
@@ -95,17 +97,21 @@ if ARGV[2] == 'update' then
     return {'changed'}
   end
 end
-local old = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id')
+local old = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id',
+                      'pagerduty_service_id')
 for k, v in pairs(cjson.decode(ARGV[4])) do
   if v == '' then redis.call('HDEL', KEYS[1], k) else redis.call('HSET', KEYS[1], k, v) end
 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if not exists then redis.call('HSET', KEYS[1], 'created_at', now) end
 redis.call('HSET', KEYS[1], 'updated_at', now)
-local new = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id')
+local new = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id',
+                      'pagerduty_service_id')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 if old[1] and old[1] ~= new[1] then redis.call('ZREM', ARGV[5] .. old[1], ARGV[1]) end
 if new[1] then redis.call('ZADD', ARGV[5] .. new[1], 0, ARGV[1]) end
+if old[4] and old[4] ~= new[4] then redis.call('ZREM', ARGV[7] .. old[4], ARGV[1]) end
+if new[4] then redis.call('ZADD', ARGV[7] .. new[4], 0, ARGV[1]) end
 for i, counts in ipairs({KEYS[3], KEYS[4]}) do
   local before, after = old[i + 1], new[i + 1]
   if before ~= after then
@@ -123,15 +129,18 @@ return {'ok', version, registry_version, redis.call('HGET', KEYS[1], 'created_at
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
 #       7 rate window, 8 waiting room, 9 cooldown
-# ARGV: 1 name, 2 account set key prefix, 3 channel, 4 tombstone ttl ms
+# ARGV: 1 name, 2 account set key prefix, 3 channel, 4 tombstone ttl ms, 5 service set
+#       key prefix
 # Removes a destination and its budget state, leaves the tombstone, bumps and publishes.
 # Returns {'removed', endpoint id, destinations still posting to it}, or {'missing'}.
 REMOVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local old = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id')
+local old = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id',
+                      'pagerduty_service_id')
 redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if old[1] then redis.call('ZREM', ARGV[2] .. old[1], ARGV[1]) end
+if old[4] then redis.call('ZREM', ARGV[5] .. old[4], ARGV[1]) end
 local function decrement(counts, member)
   if not member then return 0 end
   local left = redis.call('HINCRBY', counts, member, -1)
@@ -556,6 +565,14 @@ class Registry:
         return RegistryCheck(usage, self.clashes(),
                              self.undecryptable() if usage.destinations else {})
 
+    def for_service(self, service_id: str) -> list[str]:
+        """The destinations (file's first, then run-time) with REST credentials for the
+        PagerDuty service `service_id`: any of them may call the REST API about it."""
+        names = [name for name, d in sorted(self.file.items())
+                 if d.pagerduty_service_id == service_id and d.has_rest]
+        names += self.client.zrange(self.keys.service_destinations(service_id), 0, 49)
+        return names
+
     def removed(self, name: str) -> bool:
         """Whether a run-time destination of this name was removed (its tombstone is there)."""
         return bool(self.client.exists(self.keys.destination_removed(name)))
@@ -579,7 +596,8 @@ class Registry:
         result = self._put(keys=self._put_keys(name),
                            args=[name, "add", "", json.dumps(fields),
                                  self.keys.account_destinations(""),
-                                 self.keys.registry_channel])
+                                 self.keys.registry_channel,
+                                 self.keys.service_destinations("")])
         if result[0] == "exists":
             raise ConflictError(code="exists", message=f"destination {name!r} already exists "
                                           "(`destinations update` changes it)")
@@ -642,7 +660,8 @@ class Registry:
             result = self._put(keys=self._put_keys(name),
                                args=[name, "update", stored.get("version", ""),
                                      json.dumps(fields), self.keys.account_destinations(""),
-                                     self.keys.registry_channel])
+                                     self.keys.registry_channel,
+                                 self.keys.service_destinations("")])
             if result[0] == "missing":
                 raise NotFoundError(f"no destination {name!r}")
             if result[0] == "ok":
@@ -685,7 +704,8 @@ class Registry:
             keys=[keys.destination(name), keys.destination_names, keys.registry_key_ids,
                   keys.registry_endpoints, keys.registry_version, keys.destination_removed(name),
                   keys.rate_window(name), keys.rate_waiting(name), keys.cooldown(name)],
-            args=[name, keys.account_destinations(""), keys.registry_channel, self.tombstone_ms])
+            args=[name, keys.account_destinations(""), keys.registry_channel, self.tombstone_ms,
+                  keys.service_destinations("")])
         if result[0] == "missing":
             raise NotFoundError(f"no destination {name!r}")
         endpoint, left = result[1], int(result[2])
@@ -752,7 +772,8 @@ class Registry:
             result = self._put(keys=self._put_keys(name),
                                args=[name, "update", version, json.dumps(fields),
                                      self.keys.account_destinations(""),
-                                     self.keys.registry_channel])
+                                     self.keys.registry_channel,
+                                 self.keys.service_destinations("")])
             if result[0] == "ok":
                 return "resealed"
             if result[0] == "missing":
