@@ -454,7 +454,17 @@ SETTING_DESCRIPTIONS = {
     "severity_map": "MoniTao level -> PagerDuty severity",
     "coalesce": "alert-storm coalescing",
     "account": "the MoniTao customer it belongs to (a label for listing and metrics)",
+    "pagerduty_service_id": "PagerDuty service id for PagerDuty's REST API (maintenance "
+                            "windows synchronised, webhook subscriptions, incident lookups); "
+                            "needs `pagerduty_api_token`; null drops the REST credentials",
+    "pagerduty_from": "the From email PagerDuty requires with an account-level API token",
+    "pagerduty_api_url": "the REST API's base URL (default: the region's, "
+                         "https://api.pagerduty.com or https://api.eu.pagerduty.com)",
 }
+API_TOKEN_SCHEMA = {
+    "type": "string", "minLength": 8, "maxLength": 200, "writeOnly": True,
+    "description": "PagerDuty REST API token (with `pagerduty_service_id`): write-only, "
+                   "sealed like the routing key, never returned; responses describe it"}
 ROUTING_KEY_SCHEMA = {
     "type": "string", "pattern": f"^[A-Za-z0-9]{{{ROUTING_KEY_LENGTH}}}$", "writeOnly": True,
     "description": "the PagerDuty routing key (integration key): write-only, never returned; "
@@ -511,7 +521,8 @@ NewDestination = _body(
     "takes its default). Invalid input: 422, one `field: reason` per problem, nothing stored.",
     {"name": {"type": "string", "pattern": NAME_PATTERN.pattern,
               "description": "unique across the destinations file and the registry"},
-     "routing_key": ROUTING_KEY_SCHEMA, **_setting_schemas(for_changes=False)},
+     "routing_key": ROUTING_KEY_SCHEMA, "pagerduty_api_token": API_TOKEN_SCHEMA,
+     **_setting_schemas(for_changes=False)},
     ["name", "routing_key"], [NEW_EXAMPLE])
 
 DestinationChanges = _body(
@@ -520,6 +531,9 @@ DestinationChanges = _body(
     "the stored one, `severity_map` merges into the stored map (a null severity removes that "
     "level), null clears `events_url`, `client_url` or `account`; a new `routing_key` "
     "replaces the key. What is not given stays.",
-    {"routing_key": ROUTING_KEY_SCHEMA, **_setting_schemas(for_changes=True)}, [],
+    {"routing_key": ROUTING_KEY_SCHEMA, "pagerduty_api_token": API_TOKEN_SCHEMA,
+     **_setting_schemas(for_changes=True)}, [],
     [{"routing_key": "N3WR0UT1NGKEY0F32LETTERSANDD1G1T"},
+     {"pagerduty_service_id": "PABC123", "pagerduty_api_token": "y_NbAkKc66ryYTWUXYEu",
+      "pagerduty_from": "ops@example.com"},
      {"severity_map": {"minor": None, "major": "error"}, "account": None}])

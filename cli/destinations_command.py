@@ -18,6 +18,7 @@ import redis
 
 from cli.formatting import duration, reason_counts, table
 from cli.options import redis_errors
+from config import rest_checks
 from config.connections import redis_client
 from config.destinations import Destination, load_destinations, looks_like_routing_key
 from config.errors import (
@@ -26,7 +27,7 @@ from config.errors import (
     InvalidDestinationError,
     RedisUnavailableError,
 )
-from config.registry import DestinationRecord, Registry, registry_for
+from config.registry import CLEARABLE, DestinationRecord, Registry, registry_for
 from config.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +73,26 @@ def registry_report(settings: Settings,
     return lines, problems
 
 
+def rest_report(settings: Settings,
+                file: dict[str, Destination]) -> tuple[list[str], list[str]]:
+    """What `config check` says of REST credentials: each destination's checked now with a
+    `GET` of its service (lines), and the refused ones (problems). No answer from PagerDuty
+    is said, not a problem of the configuration."""
+    try:
+        registry = registry_for(settings, redis_client(settings), file)
+        destinations = registry.with_rest()
+    except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError):
+        destinations = [d for d in file.values() if d.has_rest]
+    if not destinations:
+        return [], []
+    checks = rest_checks.check_all(destinations, ca_file=settings.rest_ca_file,
+                                   timeout=settings.rest_timeout_seconds)
+    lines = [f"pagerduty rest: {c.line}" for c in checks if c.problem is None or c.unreachable]
+    problems = [f"pagerduty rest: {c.line}" for c in checks
+                if c.problem is not None and not c.unreachable]
+    return lines, problems
+
+
 def setting_options(command: F) -> F:
     """The options of `add` and `update`: the routing key's source and every setting."""
     for option in reversed((
@@ -92,6 +113,17 @@ def setting_options(command: F) -> F:
         click.option("--coalesce/--no-coalesce", default=None,
                      help="alert-storm coalescing"),
         click.option("--account", help="the MoniTao customer it belongs to ('' clears)"),
+        click.option("--service-id", metavar="ID",
+                     help="PagerDuty service id for the REST API (maintenance windows, "
+                          "webhook subscriptions); '' drops the REST credentials"),
+        click.option("--api-token-stdin", is_flag=True,
+                     help="read the PagerDuty REST API token from standard input"),
+        click.option("--api-token-env", metavar="VAR",
+                     help="read the PagerDuty REST API token from environment variable VAR"),
+        click.option("--from", "pagerduty_from", metavar="EMAIL",
+                     help="the From email an account-level API token needs ('' clears)"),
+        click.option("--api-url", metavar="URL",
+                     help="the REST API's base URL (default: the region's; '' clears)"),
     )):
         command = option(command)
     return command
@@ -100,21 +132,42 @@ def setting_options(command: F) -> F:
 def read_routing_key(from_stdin: bool, variable: str | None) -> tuple[str | None, list[str]]:
     """The routing key from standard input or a named variable, and any problem getting it
     (never showing it)."""
+    return read_secret("routing_key", "routing key", from_stdin, variable)
+
+
+def read_secret(field: str, what: str, from_stdin: bool,
+                variable: str | None) -> tuple[str | None, list[str]]:
+    """A secret (`what`, for setting `field`) from standard input or a named variable, and
+    any problem getting it (never showing it)."""
+    option = "--" + field.replace("_", "-").removeprefix("pagerduty-")
     if from_stdin and variable:
-        return None, ["routing_key: give either --routing-key-stdin or --routing-key-env"]
+        return None, [f"{field}: give either {option}-stdin or {option}-env"]
     if variable is not None:
         if looks_like_routing_key(variable):
-            return None, ["routing_key: --routing-key-env looks like a routing key itself "
+            return None, [f"{field}: {option}-env looks like a {what} itself "
                           "(not shown); give the name of the variable that holds it"]
         if variable not in os.environ:
             shown = f"${variable}" if variable.isidentifier() else repr(variable)
-            return None, [f"routing_key: environment variable {shown} is not set"]
+            return None, [f"{field}: environment variable {shown} is not set"]
         return os.environ[variable].strip(), []
     if from_stdin:
         if sys.stdin.isatty():
-            return click.prompt("routing key", hide_input=True, err=True).strip(), []
+            return click.prompt(what, hide_input=True, err=True).strip(), []
         return sys.stdin.read().strip(), []
     return None, []
+
+
+def read_secrets(options: dict[str, Any]) -> tuple[str | None, str | None, list[str]]:
+    """The routing key and the REST API token the options name (taking them out of
+    `options`), and any problem getting them. Standard input holds one of them at most."""
+    key_stdin, key_env = options.pop("routing_key_stdin"), options.pop("routing_key_env")
+    token_stdin, token_env = options.pop("api_token_stdin"), options.pop("api_token_env")
+    if key_stdin and token_stdin:
+        return None, None, ["--routing-key-stdin and --api-token-stdin: standard input holds "
+                            "one secret; give the other with its -env option"]
+    routing_key, problems = read_routing_key(key_stdin, key_env)
+    api_token, more = read_secret("pagerduty_api_token", "API token", token_stdin, token_env)
+    return routing_key, api_token, problems + more
 
 
 def parse_settings(options: dict[str, Any], *, for_update: bool) -> tuple[dict[str, Any],
@@ -123,13 +176,14 @@ def parse_settings(options: dict[str, Any], *, for_update: bool) -> tuple[dict[s
     names = {"region": "region", "events_url": "events_url", "source": "source",
              "client": "client", "client_url": "client_url",
              "rate_limit": "rate_limit_per_minute", "coalesce": "coalesce",
-             "account": "account"}
+             "account": "account", "service_id": "pagerduty_service_id",
+             "pagerduty_from": "pagerduty_from", "api_url": "pagerduty_api_url"}
     settings: dict[str, Any] = {}
     for option, setting in names.items():
         value = options.get(option)
         if value is None:
             continue
-        if value == "" and setting in ("events_url", "client_url", "account"):
+        if value == "" and setting in CLEARABLE:
             value = None  # cleared
         settings[setting] = value
     problems = []
@@ -157,6 +211,22 @@ def key_summary(record: DestinationRecord) -> str:
     return f"{key.length} chars, sha256 {key.fingerprint}, {origin}"
 
 
+def rest_summary(record: DestinationRecord) -> str:
+    """The REST credentials in a few words, the token only described."""
+    token = record.pagerduty_api_token
+    if record.pagerduty_service_id is None or token is None:
+        return "none (no maintenance sync, webhook subscriptions or incident lookups)"
+    if not token.resolved:
+        described = f"token not resolved here (from ${token.variable})"
+    else:
+        origin = {"registry": f"sealed, key id {token.key_id}", "env": f"from ${token.variable}",
+                  "inline": "inline"}[token.origin]
+        described = f"token {token.length} chars, sha256 {token.fingerprint}, {origin}"
+    return (f"service {record.pagerduty_service_id} at {record.pagerduty_api_url}, "
+            f"{described}" + (f", from {record.pagerduty_from}" if record.pagerduty_from
+                              else ""))
+
+
 def record_lines(record: DestinationRecord) -> list[str]:
     """A destination's settings as `field: value` lines."""
     severity = ", ".join(f"{k}->{v}" for k, v in record.severity_map.items())
@@ -166,6 +236,7 @@ def record_lines(record: DestinationRecord) -> list[str]:
         f"events url:     {record.url}" + (" (explicit)" if record.events_url else
                                             f" (region {record.region})"),
         f"routing key:    {key_summary(record)}",
+        f"pagerduty rest: {rest_summary(record)}",
         f"source/client:  {record.source} / {record.client}",
         f"client url:     {record.client_url or '-'}",
         f"per minute:     {record.rate_limit_per_minute}",
@@ -185,7 +256,7 @@ def _when(moment: Any) -> str:
 
 
 def _refuse(problems: list[str], registry: Registry, name: str, settings: dict[str, Any],
-            routing_key: str | None, *, adding: bool) -> None:
+            routing_key: str | None, api_token: str | None, *, adding: bool) -> None:
     """Raise every problem at once: the options' and, when adding, the registry's for the
     fields the options did not already fault."""
     if not problems:
@@ -193,7 +264,7 @@ def _refuse(problems: list[str], registry: Registry, name: str, settings: dict[s
     if adding:
         faulted = {problem.partition(":")[0] for problem in problems}
         try:
-            registry.validate_new(name, settings, routing_key)
+            registry.validate_new(name, settings, routing_key, api_token)
         except InvalidDestinationError as exc:
             problems = problems + [p for p in exc.problems
                                    if p.partition(":")[0] not in faulted]
@@ -210,15 +281,15 @@ def destinations() -> None:
 @click.argument("name")
 @setting_options
 @redis_errors
-def add(name: str, routing_key_stdin: bool, routing_key_env: str | None,
-        **options: Any) -> int:
-    """Add destination NAME; its routing key from stdin or --routing-key-env VAR."""
+def add(name: str, **options: Any) -> int:
+    """Add destination NAME; its routing key from stdin or --routing-key-env VAR (and its
+    PagerDuty REST API token, with --service-id, from --api-token-env VAR or stdin)."""
     settings = load_settings()
     registry = open_registry(settings)
-    routing_key, problems = read_routing_key(routing_key_stdin, routing_key_env)
+    routing_key, api_token, problems = read_secrets(options)
     given, more = parse_settings(options, for_update=False)
-    _refuse(problems + more, registry, name, given, routing_key, adding=True)
-    record = registry.add(name, given, routing_key)
+    _refuse(problems + more, registry, name, given, routing_key, api_token, adding=True)
+    record = registry.add(name, given, routing_key, api_token)
     click.echo(f"added destination {record.name}: {record.url}, routing key "
                f"{key_summary(record)}" + (f", account {record.account}" if record.account
                                            else ""))
@@ -229,15 +300,14 @@ def add(name: str, routing_key_stdin: bool, routing_key_env: str | None,
 @click.argument("name")
 @setting_options
 @redis_errors
-def update(name: str, routing_key_stdin: bool, routing_key_env: str | None,
-           **options: Any) -> int:
+def update(name: str, **options: Any) -> int:
     """Change what is given of destination NAME; the rest stays as it is."""
     settings = load_settings()
     registry = open_registry(settings)
-    routing_key, problems = read_routing_key(routing_key_stdin, routing_key_env)
+    routing_key, api_token, problems = read_secrets(options)
     given, more = parse_settings(options, for_update=True)
-    _refuse(problems + more, registry, name, given, routing_key, adding=False)
-    record = registry.update(name, given, routing_key)
+    _refuse(problems + more, registry, name, given, routing_key, api_token, adding=False)
+    record = registry.update(name, given, routing_key, api_token)
     click.echo(f"updated destination {record.name} (version {record.version}): every worker "
                "uses it within 2 s")
     click.echo("\n".join(record_lines(record)))

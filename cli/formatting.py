@@ -237,6 +237,8 @@ def status_screen(status: Mapping[str, Any]) -> str:
         ("circuits", circuits),
     ]
     rows += _registry_rows(status)
+    if status.get("rest_summary"):
+        rows.append(("pagerduty rest", status["rest_summary"]))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {printable(value)}" for label, value in rows]
     verdict = status["verdict"]

@@ -125,7 +125,7 @@ def config() -> None:
 @config.command("check")
 def config_check() -> int:
     """Validate settings and destinations (file and registry); print them, keys described."""
-    from cli.destinations_command import registry_report
+    from cli.destinations_command import registry_report, rest_report
 
     settings = load_settings()
     destinations = load_destinations(settings.config) if settings.config else {}
@@ -139,6 +139,9 @@ def config_check() -> int:
                             "severity map"]))
     lines, problems = registry_report(settings, destinations)
     click.echo("\n".join(lines))
+    rest_lines, rest_problems = rest_report(settings, destinations)
+    click.echo("\n".join(rest_lines))
+    problems += rest_problems
     if problems:
         raise ConfigurationError(problems)
     click.echo(f"configuration OK: {len(destinations)} destination(s), "

@@ -234,6 +234,16 @@ class Keyspace:
         """Sorted set (all scores 0): the run-time destinations of one account."""
         return f"{self.prefix}account-destinations:{account}"
 
+    @property
+    def rest_checks(self) -> str:
+        """Hash: destination name -> the last check of its REST credentials (JSON)."""
+        return f"{self.prefix}rest-checks"
+
+    @property
+    def rest_destinations(self) -> str:
+        """Sorted set (all scores 0): the run-time destinations with REST credentials."""
+        return f"{self.prefix}rest-destinations"
+
     def service_destinations(self, service_id: str) -> str:
         """Sorted set (all scores 0): the run-time destinations with REST credentials for
         one PagerDuty service (webhooks of that service find their credentials here)."""

@@ -77,7 +77,8 @@ NOTHING_TO_CHANGE = "nothing to change: give a setting or a routing key"
 NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destinations are "
                "stored encrypted with it (make one with `monitao-pd secrets generate-key`)")
 
-# KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone
+# KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
+#       7 destinations with REST credentials
 # ARGV: 1 name, 2 mode (add|update), 3 expected version ('' = any), 4 fields (JSON object of
 #       strings; '' deletes the field), 5 account set key prefix, 6 channel, 7 service set
 #       key prefix
@@ -111,7 +112,12 @@ redis.call('ZADD', KEYS[2], 0, ARGV[1])
 if old[1] and old[1] ~= new[1] then redis.call('ZREM', ARGV[5] .. old[1], ARGV[1]) end
 if new[1] then redis.call('ZADD', ARGV[5] .. new[1], 0, ARGV[1]) end
 if old[4] and old[4] ~= new[4] then redis.call('ZREM', ARGV[7] .. old[4], ARGV[1]) end
-if new[4] then redis.call('ZADD', ARGV[7] .. new[4], 0, ARGV[1]) end
+if new[4] then
+  redis.call('ZADD', ARGV[7] .. new[4], 0, ARGV[1])
+  redis.call('ZADD', KEYS[7], 0, ARGV[1])
+else
+  redis.call('ZREM', KEYS[7], ARGV[1])
+end
 for i, counts in ipairs({KEYS[3], KEYS[4]}) do
   local before, after = old[i + 1], new[i + 1]
   if before ~= after then
@@ -128,7 +134,7 @@ return {'ok', version, registry_version, redis.call('HGET', KEYS[1], 'created_at
 """
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
-#       7 rate window, 8 waiting room, 9 cooldown
+#       7 rate window, 8 waiting room, 9 cooldown, 10 destinations with REST credentials
 # ARGV: 1 name, 2 account set key prefix, 3 channel, 4 tombstone ttl ms, 5 service set
 #       key prefix
 # Removes a destination and its budget state, leaves the tombstone, bumps and publishes.
@@ -141,6 +147,7 @@ redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if old[1] then redis.call('ZREM', ARGV[2] .. old[1], ARGV[1]) end
 if old[4] then redis.call('ZREM', ARGV[5] .. old[4], ARGV[1]) end
+redis.call('ZREM', KEYS[10], ARGV[1])
 local function decrement(counts, member)
   if not member then return 0 end
   local left = redis.call('HINCRBY', counts, member, -1)
@@ -573,6 +580,14 @@ class Registry:
         names += self.client.zrange(self.keys.service_destinations(service_id), 0, 49)
         return names
 
+    def with_rest(self, limit: int = MAX_PAGE) -> list[Destination]:
+        """The destinations (file's, then run-time in name order, at most `limit` of those)
+        with REST credentials; run-time ones that no longer load are left out."""
+        found = [d for _, d in sorted(self.file.items()) if d.has_rest]
+        names = self.client.zrange(self.keys.rest_destinations, 0, limit - 1)
+        found += [d for d in self.load_many(names).values() if d is not None and d.has_rest]
+        return found
+
     def removed(self, name: str) -> bool:
         """Whether a run-time destination of this name was removed (its tombstone is there)."""
         return bool(self.client.exists(self.keys.destination_removed(name)))
@@ -703,7 +718,8 @@ class Registry:
         result = self._remove(
             keys=[keys.destination(name), keys.destination_names, keys.registry_key_ids,
                   keys.registry_endpoints, keys.registry_version, keys.destination_removed(name),
-                  keys.rate_window(name), keys.rate_waiting(name), keys.cooldown(name)],
+                  keys.rate_window(name), keys.rate_waiting(name), keys.cooldown(name),
+                  keys.rest_destinations],
             args=[name, keys.account_destinations(""), keys.registry_channel, self.tombstone_ms,
                   keys.service_destinations("")])
         if result[0] == "missing":
@@ -796,7 +812,8 @@ class Registry:
     def _put_keys(self, name: str) -> list[str]:
         keys = self.keys
         return [keys.destination(name), keys.destination_names, keys.registry_key_ids,
-                keys.registry_endpoints, keys.registry_version, keys.destination_removed(name)]
+                keys.registry_endpoints, keys.registry_version, keys.destination_removed(name),
+                keys.rest_destinations]
 
     def _ring(self) -> KeyRing:
         if self.key_ring is None:

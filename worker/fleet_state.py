@@ -16,12 +16,14 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError
 
-from config import defaults
+from config import defaults, rest_checks
 from config.connections import redact_urls, redis_client
 from config.destinations import Destination, load_destinations
 from config.errors import ConfigurationError
 from config.keyspace import Keyspace, endpoint_id, split_slot
+from config.lookup import DestinationLookup
 from config.registry import Registry
+from config.rest_checks import RestChecks
 from config.settings import Settings
 from config.text import duration
 from worker import dead_letters
@@ -30,6 +32,8 @@ from worker.timeline import redis_millis
 PAGE = 1000
 # How long `fleet_status` waits for workers to answer a ping, unless told.
 DEFAULT_PING_TIMEOUT = 1.0
+# Run-time destinations whose REST credentials `status` shows (the file's are all shown).
+REST_CHECKED = 200
 
 
 @dataclass
@@ -257,8 +261,13 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                        circuit_threshold=settings.circuit_threshold,
                        rate_window_seconds=settings.rate_window_seconds, broker=broker)
     result = state.as_dict()
-    result["registry"] = Registry(client, Keyspace(settings.key_prefix),
-                                  key_ring=settings.key_ring()).key_usage().as_dict()
+    registry = Registry(client, Keyspace(settings.key_prefix), key_ring=settings.key_ring(),
+                        file_destinations=_with_secrets(settings, destinations))
+    result["registry"] = registry.key_usage().as_dict()
+    checks = RestChecks(client, Keyspace(settings.key_prefix)).refreshed(
+        registry.with_rest(limit=REST_CHECKED), ca_file=settings.rest_ca_file)
+    result["rest_credentials"] = rest_checks.as_dict(checks)
+    result["rest_summary"] = rest_checks.summary(checks) if checks else None
     result["workers"], result["workers_error"] = None, None
     if ping:
         try:
@@ -281,6 +290,21 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
         result["verdict"] = (f"oldest pending event is {duration(age * 1000)} old, over the "
                              f"threshold of {duration(max_age * 1000)}")
     return result
+
+
+def _with_secrets(settings: Settings, destinations: Mapping[str, Destination] | None) -> (
+        Mapping[str, Destination]):
+    """The file's destinations with their secrets resolved where this process can (the REST
+    checks need the API tokens), else as given."""
+    given: Mapping[str, Destination] = (
+        dict(destinations.file_items()) if isinstance(destinations, DestinationLookup)
+        else dict(destinations or {}))
+    if settings.config is None:
+        return given
+    try:
+        return load_destinations(settings.config)
+    except ConfigurationError:
+        return given
 
 
 def ping_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> list[str]:

@@ -58,7 +58,8 @@ def add_destination(body: NewDestination, response: Response,  # type: ignore[va
     `MONITAO_PD_SECRET_KEYS`: 503 (it cannot seal the key; nothing is stored)."""
     given = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
     name, routing_key = given.pop("name", None), given.pop("routing_key", None)
-    record = services.registry.add(name, given, routing_key)
+    record = services.registry.add(name, given, routing_key,
+                                   given.pop("pagerduty_api_token", None))
     response.headers["Location"] = f"{router.prefix}/{record.name}"
     return record
 
@@ -83,7 +84,8 @@ def change_destination(name: Name, body: DestinationChanges,  # type: ignore[val
     `MONITAO_PD_SECRET_KEYS` on this service: 503."""
     given = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
     routing_key = given.pop("routing_key", None)
-    return services.registry.update(name, given, routing_key)
+    return services.registry.update(name, given, routing_key,
+                                    given.pop("pagerduty_api_token", None))
 
 
 @router.delete("/{name}", response_model=Removal, responses=problems(404, 409),

@@ -112,3 +112,23 @@ def test_reencrypt_reseals_the_api_token_too(redis_conn, prefix: str) -> None:
     loaded = only_new.load("acme")
     assert loaded is not None and loaded.api_token() == TOKEN
     assert only_new.undecryptable() == {}
+
+
+def test_with_rest_lists_file_and_run_time_destinations_with_credentials(
+        redis_conn, prefix: str) -> None:
+    file = parse_destinations({"destinations": {
+        "plain": {"routing_key": random_routing_key()},
+        "ops": {"routing_key": random_routing_key(), "pagerduty_service_id": "PFILE1",
+                "pagerduty_api_token": TOKEN}}}, environ={})
+    registry = Registry(redis_conn, Keyspace(prefix), key_ring=parse_key_ring(generate_key()),
+                        file_destinations=file)
+    registry.add("acme", {"events_url": URL, "pagerduty_service_id": "PSVC123"},
+                 random_routing_key(), api_token=TOKEN)
+    registry.add("other", {"events_url": URL}, random_routing_key())
+    assert [d.name for d in registry.with_rest()] == ["ops", "acme"]
+    registry.update("acme", {"pagerduty_service_id": None})
+    assert [d.name for d in registry.with_rest()] == ["ops"]
+    registry.update("other", {"pagerduty_service_id": "PSVC9"}, api_token=TOKEN)
+    registry.remove("other")
+    assert [d.name for d in registry.with_rest()] == ["ops"]
+    assert registry.for_service("PSVC9") == []
