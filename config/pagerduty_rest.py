@@ -15,6 +15,7 @@ instead of the system's (a TLS-inspecting proxy, or the simulator's throwaway CA
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,7 +83,7 @@ class PagerDutyRest:
         try:
             self._client = pagerduty.RestApiV2Client(
                 credentials.token, default_from=credentials.from_email,
-                base_url=credentials.api_url, verify=str(ca_file) if ca_file else True)
+                base_url=credentials.api_url, verify=_trust(ca_file))
         except pagerduty.UrlError as exc:
             raise RestError(f"pagerduty_api_url: {printable(exc)}") from None
         self._client.timeout = timeout
@@ -230,6 +231,12 @@ class PagerDutyRest:
     def _safe(self, text: str) -> str:
         text = mask_routing_keys(text, (self.credentials.token,))
         return printable(text)[:MESSAGE_CHARS]
+
+
+def _trust(ca_file: Path | str | None) -> ssl.SSLContext | bool:
+    """What TLS trusts: the system's CAs, or those of `ca_file` instead (a context, since
+    httpx deprecates a path for `verify`)."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
 
 
 def _json(response: httpx.Response, what: str) -> Any:
