@@ -573,6 +573,12 @@ class Simulator:
             raise RuntimeError("the simulator's HTTPS listener is not running")
         return str(self._certificates.ca_file)
 
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting only ``ca_file``, for ``verify=``: httpx 0.28
+        deprecates ``verify=<path>`` (a DeprecationWarning, an error under this project's
+        pytest settings)."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     def start(self) -> Simulator:
         """Bind and serve in daemon threads (HTTP, and HTTPS unless ``rest=False``)."""
         if self._server is not None:
