@@ -635,7 +635,8 @@ class Simulator:
             self._state.webhooks.include_incident_key = include_incident_key
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every webhook tried so far: ids, type, final HTTP status (None: no answer)."""
+        """Every webhook tried so far: receiver (``target``: ``configured`` or a subscription
+        id), ids, type, final HTTP status (None: no answer)."""
         return self._state.webhooks.snapshot()
 
     def respond(self, dedup_key: str, action: str = "acknowledge",
