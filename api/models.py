@@ -399,6 +399,22 @@ class DestinationState(BaseModel):
     circuit_failures: int
 
 
+class RestCredentialsCheck(BaseModel):
+    """One destination's REST credentials checked (`GET /services/{id}` at PagerDuty)."""
+
+    model_config = _examples({"service_id": "PABC123", "ok": False,
+                              "problem": "GET /services/PABC123: HTTP 401, the API token is "
+                                         "not valid (or is for another region): Unauthorized",
+                              "unreachable": False, "checked_at": 1795788603.686})
+
+    service_id: str
+    ok: bool
+    problem: str | None
+    unreachable: bool = Field(description="no answer from PagerDuty (not a configuration "
+                                          "error)")
+    checked_at: float = Field(description="Unix time of the check")
+
+
 class FleetStatus(BaseModel):
     """What `monitao-pd status --json` prints."""
 
@@ -429,6 +445,10 @@ class FleetStatus(BaseModel):
     workers: list[str] | None
     workers_error: str | None
     max_pending_age_seconds: float
+    rest_credentials: dict[str, RestCredentialsCheck] = Field(
+        default_factory=dict, description="destinations with PagerDuty REST credentials: "
+        "the last check of each (a GET of its service, redone when 5 minutes old)")
+    rest_summary: str | None = Field(None, description="those checks in one line")
     healthy: bool
     verdict: str
 

@@ -4,6 +4,7 @@ Redis), change them and drop them, calling the same `Registry`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -67,3 +68,43 @@ def test_cli_takes_the_api_token_from_a_variable_and_never_prints_it(
     for text in (out, err, out2, err2, *both[1:]):
         assert TOKEN not in text
     assert TOKEN not in repr(our_keys(redis_conn, prefix))
+
+
+def test_config_check_and_status_verify_credentials_at_the_simulator(
+        client: httpx.Client, sim, cli_env: Path, key_ring: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator import DEMO_API_TOKEN
+
+    cli_env.write_text(cli_env.read_text(encoding="utf-8") + (
+        'pagerduty_service_id = "PSIMSVC"\npagerduty_api_token_env = "PD_API_TOKEN"\n'
+        f'pagerduty_api_url = "{sim.rest_url}"\n'), encoding="utf-8")  # on `staging`
+    monkeypatch.setenv("PD_API_TOKEN", DEMO_API_TOKEN)
+    monkeypatch.setenv("MONITAO_PD_REST_CA_FILE", sim.ca_file)
+    monkeypatch.setenv("MONITAO_PD_SECRET_KEYS", key_ring)
+    code, out, err = run(capsys, "config", "check")
+    assert code == 0, err
+    assert "pagerduty rest: staging: service PSIMSVC: OK" in out
+
+    # a run-time destination whose token PagerDuty refuses, one whose service is unknown
+    for name, service, token in (("acme", "PSIMSVC", TOKEN), ("beta", "PNOSUCH", None)):
+        added = client.post("/v1/destinations", json={
+            "name": name, "routing_key": random_routing_key(), "events_url": sim.events_url,
+            "pagerduty_service_id": service, "pagerduty_api_token": token or DEMO_API_TOKEN,
+            "pagerduty_api_url": sim.rest_url})
+        assert added.status_code == 201, added.text
+    code, out, err = run(capsys, "config", "check")
+    assert code != 0
+    assert "acme: service PSIMSVC: GET /services/PSIMSVC: HTTP 401, the API token is not " \
+           "valid" in err
+    assert "beta: service PNOSUCH: GET /services/PNOSUCH: HTTP 404" in err
+    assert "staging: service PSIMSVC: OK" in out
+
+    code, out, err = run(capsys, "status", "--no-ping")
+    assert "pagerduty rest" in out and "1 of 3 destination(s) OK" in out
+    assert "acme: service PSIMSVC: GET /services/PSIMSVC: HTTP 401" in out
+    status = client.get("/v1/status", params={"ping": "false"}).json()
+    assert status["rest_credentials"]["acme"]["ok"] is False
+    assert status["rest_credentials"]["beta"]["problem"].startswith(
+        "GET /services/PNOSUCH: HTTP 404")
+    for text in (out, err, json.dumps(status)):
+        assert TOKEN not in text and DEMO_API_TOKEN not in text
