@@ -25,6 +25,7 @@ from config.registry import Registry
 from config.settings import Settings
 from config.text import duration
 from worker import dead_letters
+from worker.maintenance_sync_state import sync_summary
 from worker.timeline import redis_millis
 
 PAGE = 1000
@@ -259,6 +260,7 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
     result = state.as_dict()
     result["registry"] = Registry(client, Keyspace(settings.key_prefix),
                                   key_ring=settings.key_ring()).key_usage().as_dict()
+    result["maintenance_sync"] = sync_summary(client, Keyspace(settings.key_prefix))
     result["workers"], result["workers_error"] = None, None
     if ping:
         try:
