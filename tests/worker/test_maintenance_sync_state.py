@@ -178,3 +178,13 @@ def test_the_lock_is_held_by_one_owner_and_released_only_by_it(
     assert one.acquire()
     assert not two.release()
     assert one.release()
+
+
+def test_a_file_window_may_stay_off_pagerduty() -> None:
+    found = parse_destinations({"destinations": {"prod": {
+        "routing_key": "R" * 32, **WITH_REST,
+        "maintenance": [{"weekly": "sun 02:00-04:00", "sync": False},
+                        {"weekly": "sat 02:00-04:00"}]}}}, environ={})["prod"]
+    off, on = found.maintenance
+    assert (off.sync, on.sync) == (False, True)
+    assert not_synced(off, found) == "sync = false" and not_synced(on, found) is None
