@@ -140,15 +140,21 @@ class MaintenanceSync:
     def _run(self) -> None:
         seen: tuple[Any, ...] | None = None
         next_pass = 0.0
+        # a retry still due after a pass (its window could not be tried) waits for the
+        # period's pass instead of calling for a pass at every poll
+        stale_due = None
         failing = False
         while not self._stop.is_set():
             try:
                 versions = self._versions()
+                retry_due = versions[2] <= time.time() * 1000 and versions[2] != stale_due
                 due = (versions[:2] != (seen or (None, None))[:2]
-                       or time.monotonic() >= next_pass or versions[2] <= time.time() * 1000)
+                       or time.monotonic() >= next_pass or retry_due)
                 if due:
                     seen, next_pass = versions, time.monotonic() + self.period_seconds
-                    self.run_once()
+                    if self.run_once() is not None:
+                        after = next_due_ms(self.client, self.keys)
+                        stale_due = after if after <= time.time() * 1000 else None
                     self.passes += 1
                 if failing:
                     log.info("maintenance sync: Redis reachable again")
@@ -253,8 +259,11 @@ class MaintenanceSync:
             return self._retire(state, destination, now, clients) if state else "unchanged"
         assert destination is not None
         target = target_of(window, now)
-        if target is None:
-            return "unchanged"  # a one-off window over: PagerDuty's ended with it
+        if target is None:  # a one-off window over: PagerDuty's ended with it
+            if state is not None and state.status != "synced":
+                drop_state(self.client, self.keys, window.id)  # nothing left to retry
+                return "dropped"
+            return "unchanged"
         credentials = credentials_digest(destination)
         if state is not None and state.pd_id and (
                 state.service_id, state.api_url) != (destination.pagerduty_service_id,

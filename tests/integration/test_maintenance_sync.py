@@ -374,8 +374,12 @@ def test_a_worker_fleet_follows_window_changes_within_a_second_or_so(
         make_fleet: Callable[..., AbstractContextManager[Fleet]], sim: Simulator) -> None:
     with make_fleet(**fleet_settings(sim)) as fleet:
         window = one_off("deploy")
+        sim.set_rest_faults(fail_next=1, error_status=503)  # retried after its backoff
         add_window(fleet.redis, fleet.keys, window)
         wait_until(lambda: windows_on(sim), 5, message="the window on PagerDuty")
+        assert 503 in [r["status"] for r in sim.rest_requests()]
+        wait_until(lambda: read_states(fleet.redis, fleet.keys)["deploy"].status == "synced",
+                   5, message="the synced state")
         longer = window.model_copy(update={"end": window.end + timedelta(hours=1)})
         add_window(fleet.redis, fleet.keys, longer)
         wait_until(lambda: [w for w in windows_on(sim) if when(w["end_time"]) == longer.end],
