@@ -28,11 +28,11 @@ INCIDENT = "456"
 DEDUP_KEY = "monitao-monitor-123-incident-456"
 TS = "2026-11-27T14:10:03.686+00:00"
 WINDOW = {
-    "id": "db-upgrade", "destination": "prod", "monitors": ["123"],
+    "id": "db-upgrade", "destination": "prod", "monitors": [],
     "start": "2026-12-01T02:00:00Z", "end": "2026-12-01T04:00:00Z", "weekly": None,
-    "mode": "suppress", "reason": "db upgrade", "origin": "runtime",
+    "mode": "suppress", "reason": "db upgrade", "origin": "runtime", "sync": "synced",
     "when": "2026-12-01T02:00:00+00:00 to 2026-12-01T04:00:00+00:00",
-    "active_until": None, "holding": 0}
+    "active_until": None, "holding": 0, "pagerduty_window_id": "PW4Q2ZB"}
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -333,6 +333,9 @@ class MaintenanceWindowIn(BaseModel):
     reason: str = ""
     id: str | None = Field(None, description="an id of your own (default: generated); "
                                              "an existing run-time window's id replaces it")
+    sync: bool = Field(True, description="also create it on the destination's PagerDuty "
+                                         "service (a window of the whole destination with "
+                                         "REST credentials); false keeps it on MoniTao's side")
 
 
 class MaintenanceWindowOut(BaseModel):
@@ -352,6 +355,12 @@ class MaintenanceWindowOut(BaseModel):
     when: str
     active_until: str | None
     holding: int | None
+    sync: str | None = Field(description="how it stands with PagerDuty: synced, pending, "
+                                         "'failed: why', 'not synced: why', or null when the "
+                                         "destination has no PagerDuty REST credentials")
+    pagerduty_window_id: str | None = Field(description="the PagerDuty window it is synced "
+                                                        "to (the current or next occurrence "
+                                                        "of a weekly window)")
 
 
 class MaintenanceWindows(BaseModel):
@@ -415,6 +424,21 @@ class RestCredentialsCheck(BaseModel):
     checked_at: float = Field(description="Unix time of the check")
 
 
+class MaintenanceSyncSummary(BaseModel):
+    """Maintenance windows on PagerDuty: how many are synced, pending and failed, and the
+    first failure's reason."""
+
+    model_config = _examples({"synced": 3, "pending": 0, "failed": 1,
+                              "first_failure": "window db-upgrade (prod): POST "
+                                               "/maintenance_windows: HTTP 401, the API token "
+                                               "is not valid (or is for another region)"})
+
+    synced: int
+    pending: int
+    failed: int
+    first_failure: str | None
+
+
 class FleetStatus(BaseModel):
     """What `monitao-pd status --json` prints."""
 
@@ -425,7 +449,8 @@ class FleetStatus(BaseModel):
         "queue_length": 0, "destinations": {}, "oldest_pending_age_seconds": None,
         "dead_letters_total": 0, "destinations_waiting": [], "workers": ["celery@host"],
         "workers_error": None, "max_pending_age_seconds": 600.0,
-        "healthy": True, "verdict": "nothing pending"})
+        "healthy": True, "verdict": "nothing pending",
+        "maintenance_sync": {"synced": 2, "pending": 0, "failed": 0, "first_failure": None}})
 
     now_ms: int
     scheduled_keys: int
@@ -451,6 +476,7 @@ class FleetStatus(BaseModel):
     rest_summary: str | None = Field(None, description="those checks in one line")
     healthy: bool
     verdict: str
+    maintenance_sync: MaintenanceSyncSummary | None = None
 
 
 class Health(BaseModel):

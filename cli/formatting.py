@@ -239,6 +239,13 @@ def status_screen(status: Mapping[str, Any]) -> str:
     rows += _registry_rows(status)
     if status.get("rest_summary"):
         rows.append(("pagerduty rest", status["rest_summary"]))
+    sync = status.get("maintenance_sync") or {}
+    if any(sync.get(k) for k in ("synced", "pending", "failed")):
+        text = (f"{sync['synced']} synced, {sync['pending']} pending, "
+                f"{sync['failed']} failed")
+        if sync.get("first_failure"):
+            text += f"  (first failure: {sync['first_failure']})"
+        rows.append(("pagerduty windows", text))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {printable(value)}" for label, value in rows]
     verdict = status["verdict"]

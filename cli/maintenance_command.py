@@ -31,13 +31,21 @@ def maintenance() -> None:
               show_default=True, help="suppress the alerts, or hold them until it ends")
 @click.option("--reason", default="", help="shown in `maintenance list`")
 @click.option("--id", "window_id", help="an id of your own (default: generated)")
+@click.option("--no-sync", is_flag=True,
+              help="keep it on MoniTao's side only: not created on the PagerDuty service")
 def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str | None,
-        weekly: str | None, mode: str, reason: str, window_id: str | None) -> int:
-    """Add a window; it takes effect on every worker within a second."""
+        weekly: str | None, mode: str, reason: str, window_id: str | None,
+        no_sync: bool) -> int:
+    """Add a window; it takes effect on every worker within a second.
+
+    A window of the whole destination (no --monitor) whose destination has PagerDuty REST
+    credentials is also created on its PagerDuty service, unless --no-sync.
+    """
     settings = load_settings()
     destinations = _destinations(settings)
     fields = {"destination": destination, "monitors": monitors, "start": start, "end": end,
-              "weekly": weekly, "mode": mode, "reason": reason, "id": window_id}
+              "weekly": weekly, "mode": mode, "reason": reason, "id": window_id,
+              "sync": not no_sync}
     try:
         window, woken = maintenance_windows.add(
             redis_client(settings), Keyspace(settings.key_prefix), destinations, fields)
@@ -52,7 +60,9 @@ def add(destination: str, monitors: tuple[str, ...], start: str | None, end: str
 @maintenance.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_windows(as_json: bool) -> int:
-    """List configured and run-time windows, and whether each is active now."""
+    """List configured and run-time windows, whether each is active now, and how each
+    stands with PagerDuty (synced, pending, failed: why, not synced: why; - without REST
+    credentials)."""
     settings = load_settings()
     rows = maintenance_windows.listing(redis_client(settings), Keyspace(settings.key_prefix),
                                        _destinations(settings))
@@ -65,9 +75,10 @@ def list_windows(as_json: bool) -> int:
     click.echo(table(
         [[w["id"], w["destination"], ",".join(w["monitors"]) or "all", w["when"], w["mode"],
           "yes" if w["active_until"] else "no", w["origin"],
-          "-" if w["holding"] is None else str(w["holding"]), w["reason"]] for w in rows],
+          "-" if w["holding"] is None else str(w["holding"]), _sync(w), w["reason"]]
+         for w in rows],
         ["id", "destination", "monitors", "when", "mode", "active", "from", "holding",
-         "reason"],
+         "pagerduty", "reason"],
     ))
     return 0
 
@@ -83,6 +94,14 @@ def remove(window_id: str) -> int:
     click.echo(f"removed window {window_id}"
                + (f"; {woken} held key(s) woken" if woken else ""))
     return 0
+
+
+def _sync(window: dict[str, object]) -> str:
+    """The PagerDuty column: the sync state, and the PagerDuty window when there is one."""
+    state, pd_id = window.get("sync"), window.get("pagerduty_window_id")
+    if state is None:
+        return "-"
+    return f"{state} ({pd_id})" if pd_id and state == "synced" else str(state)
 
 
 def _destinations(settings: Settings) -> DestinationLookup:

@@ -200,3 +200,8 @@ REST_ATTEMPTS = 3
 MAINTENANCE_SYNC_SECONDS = 30.0
 MAINTENANCE_SYNC_RETRY_SECONDS = 5.0
 MAINTENANCE_SYNC_RETRY_CAP_SECONDS = 600.0
+# The one worker reconciling maintenance windows holds its lock this long, renewed while it
+# works (a crashed holder's pass is taken over after it), and every worker looks this often
+# whether windows, destinations or a retry call for a pass.
+MAINTENANCE_SYNC_LOCK_SECONDS = 60.0
+MAINTENANCE_SYNC_POLL_SECONDS = 0.25

@@ -116,6 +116,22 @@ class Keyspace:
         is removed or replaced."""
         return f"{self.prefix}maintenance-held:{window_id}"
 
+    def maintenance_sync(self, window_id: str) -> str:
+        """Hash: how a window stands with PagerDuty (worker/maintenance_sync_state.py): the
+        PagerDuty window id, what was sent, status, reason, attempts, next attempt."""
+        return f"{self.prefix}maintenance-sync:{window_id}"
+
+    @property
+    def maintenance_sync_due(self) -> str:
+        """Sorted set: window id -> when its sync is next due (epoch milliseconds; +inf once
+        synced): every window with a sync state, so a removed one is found without SCAN."""
+        return f"{self.prefix}maintenance-sync-due"
+
+    @property
+    def maintenance_sync_lock(self) -> str:
+        """String with a TTL: the token of the one worker reconciling windows with PagerDuty."""
+        return f"{self.prefix}maintenance-sync-lock"
+
     def timeline(self, incident_id: str) -> str:
         """Stream: every stage of every event of one MoniTao incident."""
         return f"{self.prefix}timeline:{incident_id}"

@@ -5,7 +5,9 @@ UTC; an end at or before the start ends the next day). Its `mode` says what happ
 event that falls in it: `suppress` ends it as `suppressed` (and the follow-ups of a
 suppressed trigger are suppressed too), `hold` keeps it and delivers it when the window
 ends. Windows come from the destinations file and, at run time, from
-`monitao-pd maintenance add`.
+`monitao-pd maintenance add`. A window of the whole destination (no `monitors`) whose
+destination has PagerDuty REST credentials is also created on its PagerDuty service
+(worker/maintenance_sync.py), unless `sync = false`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class MaintenanceWindow(BaseModel):
     mode: Literal["suppress", "hold"] = "suppress"
     reason: str = Field("", max_length=500)
     origin: Literal["config", "runtime"] = "runtime"
+    # whether the window is also created on the destination's PagerDuty service
+    sync: bool = True
 
     @field_validator("start", "end")
     @classmethod
@@ -76,6 +80,21 @@ class MaintenanceWindow(BaseModel):
         """When the window ends if it is active at `now`, else None."""
         if self.start is not None and self.end is not None:
             return self.end if self.start <= now < self.end else None
+        start, end = self._weekly_span(now)
+        return end if start <= now < end else None
+
+    def occurrence(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The window's span that matters at `now`: a one-off window's own until it ends
+        (then None); a weekly window's current occurrence while active, else its next."""
+        if self.start is not None and self.end is not None:
+            return (self.start, self.end) if now < self.end else None
+        start, end = self._weekly_span(now)
+        if now >= end:
+            start, end = start + timedelta(days=7), end + timedelta(days=7)
+        return start, end
+
+    def _weekly_span(self, now: datetime) -> tuple[datetime, datetime]:
+        """The weekly occurrence that began on the window's latest day on or before today."""
         assert self.weekly is not None
         match = WEEKLY.match(self.weekly)
         assert match is not None
@@ -88,7 +107,7 @@ class MaintenanceWindow(BaseModel):
         end = base + timedelta(hours=int(eh), minutes=int(em))
         if end <= start:
             end += timedelta(days=1)
-        return end if start <= now < end else None
+        return start, end
 
     def describe(self) -> str:
         """The window's time in a few words."""

@@ -86,6 +86,8 @@ class PagerDutyRest:
                 base_url=credentials.api_url, verify=_trust(ca_file))
         except pagerduty.UrlError as exc:
             raise RestError(f"pagerduty_api_url: {printable(exc)}") from None
+        except (OSError, ssl.SSLError) as exc:  # an unreadable CA file
+            raise RestError(f"rest_ca_file: cannot be read ({exc.__class__.__name__})") from None
         self._client.timeout = timeout
         self._client.sleep_timer = SLEEP_SECONDS
         self._client.max_network_attempts = attempts - 1
@@ -119,10 +121,11 @@ class PagerDutyRest:
 
     def update_maintenance_window(self, window_id: str, start: datetime, end: datetime,
                                   description: str) -> dict[str, Any] | None:
-        """Change a window; None when PagerDuty has no window of that id any more."""
+        """Change a window; None when PagerDuty has no window of that id any more (404), or
+        only an ended one, which cannot change (405)."""
         body = {"maintenance_window": self._window(start, end, description)}
         answer = self._call("PUT", f"/maintenance_windows/{window_id}", json=body,
-                            missing_ok=True)
+                            missing_ok=True, gone_statuses=(404, 405))
         return None if answer is None else answer["maintenance_window"]
 
     def delete_maintenance_window(self, window_id: str) -> None:

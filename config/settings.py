@@ -122,11 +122,16 @@ class Settings(BaseSettings):
     destination_cache_size: int = Field(defaults.DESTINATION_CACHE_SIZE, ge=1)
     # PagerDuty's REST API (config/pagerduty_rest.py): a CA bundle to trust besides the
     # system's (a TLS-inspecting proxy, or the simulator's throwaway CA), the time a call
-    # may take, and how often maintenance windows are reconciled with PagerDuty.
+    # may take (and its attempts), and how often maintenance windows are reconciled with
+    # PagerDuty, and how a failed reconciliation backs off.
     rest_ca_file: FilePath | None = Field(
         None, description="CA bundle (PEM) for PagerDuty's REST API, instead of the system's")
     rest_timeout_seconds: float = Field(defaults.REST_TIMEOUT_SECONDS, gt=0, le=120)
+    rest_attempts: int = Field(defaults.REST_ATTEMPTS, ge=1, le=10)
     maintenance_sync_seconds: float = Field(defaults.MAINTENANCE_SYNC_SECONDS, gt=0)
+    maintenance_sync_retry_seconds: float = Field(defaults.MAINTENANCE_SYNC_RETRY_SECONDS, gt=0)
+    maintenance_sync_retry_cap_seconds: float = Field(
+        defaults.MAINTENANCE_SYNC_RETRY_CAP_SECONDS, gt=0)
     registry_poll_seconds: float = Field(defaults.REGISTRY_POLL_SECONDS, gt=0)
     metrics_max_destinations: int = Field(defaults.METRICS_MAX_DESTINATIONS, ge=0)
 

@@ -127,6 +127,29 @@ class IntakeStep(bootsteps.StartStopStep):
     shutdown = terminate = stop
 
 
+class MaintenanceSyncStep(bootsteps.StartStopStep):
+    """Runs the maintenance windows' reconciliation with PagerDuty (worker/maintenance_sync.py)
+    beside every worker's consumer; one worker at a time does the work."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.sync: Any = None
+
+    def start(self, worker: Any) -> None:
+        from worker.maintenance_sync import MaintenanceSync
+
+        self.sync = MaintenanceSync.for_fleet(worker.app.fleet).start()
+
+    def stop(self, worker: Any) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
+
+    shutdown = terminate = stop
+
+
 class AckWakerStep(bootsteps.StartStopStep):
     """Wakes the consumer's event loop every few milliseconds under the threads pool.
 
@@ -189,6 +212,7 @@ def create_app(
         app.add_defaults(lambda: celery_config(fleet.settings))
     app.steps["worker"].add(DispatcherStep)
     app.steps["worker"].add(IntakeStep)
+    app.steps["worker"].add(MaintenanceSyncStep)
     app.steps["consumer"].add(AckWakerStep)
     app.steps["consumer"].add(BrokerInfoStep)
     from worker.metrics import MetricsStep  # the exporter, when metrics_port is set

@@ -27,6 +27,7 @@ from config.rest_checks import RestChecks
 from config.settings import Settings
 from config.text import duration
 from worker import dead_letters
+from worker.maintenance_sync_state import sync_summary
 from worker.timeline import redis_millis
 
 PAGE = 1000
@@ -268,6 +269,7 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
         registry.with_rest(limit=REST_CHECKED), ca_file=settings.rest_ca_file)
     result["rest_credentials"] = rest_checks.as_dict(checks)
     result["rest_summary"] = rest_checks.summary(checks) if checks else None
+    result["maintenance_sync"] = sync_summary(client, Keyspace(settings.key_prefix))
     result["workers"], result["workers_error"] = None, None
     if ping:
         try:

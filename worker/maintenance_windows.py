@@ -21,6 +21,7 @@ from config.lookup import DestinationLookup
 from config.maintenance import MaintenanceWindow
 from config.settings import describe_validation_error
 from worker.maintenance import add_window, all_windows, held_keys, remove_window
+from worker.maintenance_sync_state import SyncState, read_states, sync_column
 
 
 def add(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
@@ -47,22 +48,32 @@ def add(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
 def listing(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
             now: datetime | None = None) -> list[dict[str, Any]]:
     """Every window, configured then run-time, JSON-ready, with `active_until` (when it
-    ends if active now, else None) and `holding` (keys a run-time window holds; None for a
-    configured one)."""
+    ends if active now, else None), `holding` (keys a run-time window holds; None for a
+    configured one), and how it stands with PagerDuty (`sync`, `pagerduty_window_id`)."""
     now = now or datetime.now(UTC)
-    return [row(client, keys, window, now)
-            for window in all_windows(client, keys,
-                                      (d for _, d in destinations.file_items()))]
+    windows = all_windows(client, keys, (d for _, d in destinations.file_items()))
+    states = read_states(client, keys, [w.id for w in windows])
+    return [row(client, keys, window, now, destinations=destinations,
+                state=states.get(window.id)) for window in windows]
 
 
 def row(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow,
-        now: datetime | None = None) -> dict[str, Any]:
-    """One window as `listing` shows it."""
-    until = window.active_until(now or datetime.now(UTC))
+        now: datetime | None = None, *, destinations: DestinationLookup | None = None,
+        state: SyncState | None = None) -> dict[str, Any]:
+    """One window as `listing` shows it, with `sync` (`synced`, `pending`, `failed: why`,
+    `not synced: why`, or None when its destination has no PagerDuty REST credentials) and
+    `pagerduty_window_id` (worker/maintenance_sync_state.py). `state`: the window's sync
+    state when already read (else it is read here)."""
+    now = now or datetime.now(UTC)
+    until = window.active_until(now)
+    if state is None:
+        state = read_states(client, keys, [window.id]).get(window.id)
+    destination = destinations.get(window.destination) if destinations is not None else None
+    sync, pd_id = sync_column(window, destination, state, now)
     return dict(window.model_dump(mode="json"), when=window.describe(),
                 active_until=until.isoformat() if until else None,
                 holding=held_keys(client, keys, window.id) if window.origin == "runtime"
-                else None)
+                else None, sync=sync, pagerduty_window_id=pd_id)
 
 
 def remove(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,

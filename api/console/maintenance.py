@@ -19,17 +19,19 @@ router = APIRouter(prefix="/maintenance")
 Reader = Annotated[Session, require("status:read")]
 Writer = Annotated[Session, require("maintenance:write")]
 WindowId = Annotated[str, Path(min_length=1, max_length=128)]
-FIELDS = ("destination", "monitors", "start", "end", "weekly", "mode", "reason", "id")
+FIELDS = ("destination", "monitors", "start", "end", "weekly", "mode", "reason", "id",
+          "no_sync")
 
 
 def window_fields(form: Form) -> dict[str, Any]:
     """The window a form describes, as `maintenance_windows.add` takes it (times without
-    an offset are UTC; monitors comma-separated)."""
+    an offset are UTC; monitors comma-separated; `no_sync` checked: not sent to PagerDuty)."""
     monitors = [m.strip() for m in form.get("monitors").split(",") if m.strip()]
     return {"destination": form.get("destination"), "monitors": monitors,
             "start": form.optional("start"), "end": form.optional("end"),
             "weekly": form.optional("weekly"), "mode": form.get("mode") or "suppress",
-            "reason": form.get("reason"), "id": form.optional("id")}
+            "reason": form.get("reason"), "id": form.optional("id"),
+            "sync": not form.get("no_sync")}
 
 
 def _page(request: Request, services: Services, *, form: Form | None = None,

@@ -27,8 +27,10 @@ WindowId = Annotated[str, Path(min_length=1, max_length=128, examples=["db-upgra
             summary="List maintenance windows")
 def list_windows(services: ServicesDep,
                  _: Annotated[Token, require("status:read")]) -> dict[str, Any]:
-    """Configured windows, then run-time ones, each with whether it is active now and how
-    many keys a run-time window holds."""
+    """Configured windows, then run-time ones, each with whether it is active now, how
+    many keys a run-time window holds, and how it stands with PagerDuty (`sync`: `synced`,
+    `pending`, `failed: why`, `not synced: why`, or null for a destination without REST
+    credentials; `pagerduty_window_id`)."""
     return {"windows": maintenance_windows.listing(services.redis, services.keys,
                                                    services.destinations)}
 
@@ -38,10 +40,13 @@ def list_windows(services: ServicesDep,
 def add_window(window: MaintenanceWindowIn, services: ServicesDep,
                _: Annotated[Token, require("maintenance:write")]) -> dict[str, Any]:
     """Every worker sees it within `MONITAO_PD_MAINTENANCE_CACHE_SECONDS`. Giving the id of
-    a run-time window replaces it (and wakes the keys it held)."""
+    a run-time window replaces it (and wakes the keys it held). A window of the whole
+    destination is created on its PagerDuty service within about a second when the
+    destination has REST credentials, unless `sync` is false."""
     stored, woken = maintenance_windows.add(services.redis, services.keys,
                                             services.destinations, window.model_dump())
-    return {"window": maintenance_windows.row(services.redis, services.keys, stored),
+    return {"window": maintenance_windows.row(services.redis, services.keys, stored,
+                                              destinations=services.destinations),
             "woken": woken}
 
 

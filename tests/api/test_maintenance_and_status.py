@@ -19,6 +19,14 @@ def test_maintenance_windows_add_list_remove(client: httpx.Client, fleet: Fleet)
     window = added.json()["window"]
     assert (window["id"], window["mode"], window["origin"]) == ("quiet", "suppress", "runtime")
     assert window["active_until"].startswith("2999-01-01") and window["holding"] == 0
+    # its destination has no REST credentials: nothing to show of PagerDuty
+    assert window["sync"] is None and window["pagerduty_window_id"] is None
+    kept = client.post("/v1/maintenance-windows", json={
+        "destination": "prod", "weekly": "sun 02:00-04:00", "sync": False, "id": "local"})
+    assert kept.status_code == 201
+    stored = fleet.redis.hget(fleet.keys.maintenance, "local")
+    assert '"sync":false' in stored.replace(" ", "")
+    assert client.delete("/v1/maintenance-windows/local").status_code == 200
     [listed] = client.get("/v1/maintenance-windows").json()["windows"]
     assert listed == window
     # the workers apply it: an event of monitor 9 ends suppressed
@@ -53,6 +61,8 @@ def test_status_as_the_status_command_shows_it(client: httpx.Client, fleet: Flee
     assert status["dead_letters"] == {"rejected": 1} and status["dead_letters_total"] == 1
     assert status["healthy"] is True and status["verdict"] == "nothing pending"
     assert len(status["workers"]) == 1 and status["workers_error"] is None
+    assert status["maintenance_sync"] == {"synced": 0, "pending": 0, "failed": 0,
+                                          "first_failure": None}
     assert set(status["destinations"]) == {"prod", "staging"}
     quick = client.get("/v1/status", params={"ping": "false", "max_age": 5}).json()
     assert quick["workers"] is None and quick["workers_error"] == "not asked"

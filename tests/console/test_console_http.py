@@ -108,3 +108,12 @@ def test_a_session_keeps_no_secret_and_expires(redis_conn: redis.Redis, prefix: 
     assert store.find(session_id) is None
     with pytest.raises(AuthenticationError):
         store.sign_in("mpd_unknown")
+
+
+def test_the_maintenance_form_keeps_a_window_off_pagerduty_when_asked() -> None:
+    from api.console.dependencies import Form
+    from api.console.maintenance import window_fields
+
+    base = {"destination": ["prod"], "weekly": ["sun 02:00-04:00"]}
+    assert window_fields(Form(base))["sync"] is True
+    assert window_fields(Form({**base, "no_sync": ["1"]}))["sync"] is False
