@@ -31,9 +31,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import redis
@@ -41,6 +42,7 @@ import redis
 from cli.formatting import timeline_table
 from config import defaults
 from config.connections import redis_client
+from config.destinations import load_destinations
 from config.embedded_redis import EmbeddedRedis, free_port
 from config.errors import MonitaoPDError, RedisUnavailableError
 from config.keyspace import Keyspace
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
 
 DELIVERY_TIMEOUT = 90.0
 DEMO_DESTINATION = "demo"
+DEMO_SERVICE = "PSIMSVC"
+DEMO_WINDOW = "demo-deploy"
+WINDOW_SYNC_WAIT_SECONDS = 15.0
 # How long the processes get to stop after SIGTERM before they are killed.
 STOP_TIMEOUT = 20.0
 # Flower's own default port, and the API's: the run takes each when it is free.
@@ -105,13 +110,16 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
                 click.echo(f"Key prefix: {prefix} (this run's own; its keys are deleted when "
                            "it ends)")
 
-            from simulator import Faults, Simulator
+            from simulator import DEMO_API_TOKEN, Faults, Simulator
 
             sim = stack.enter_context(Simulator(faults=Faults()))
             click.echo(f"PagerDuty simulator: {sim.url}")
             if demo:
-                env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim.events_url))
+                env["MONITAO_PD_CONFIG"] = str(_write_demo_config(workdir, sim))
                 env["MONITAO_PD_DEMO_ROUTING_KEY"] = _random_routing_key()
+                # the demo destination's REST credentials: the simulator's token and CA
+                env["MONITAO_PD_DEMO_API_TOKEN"] = DEMO_API_TOKEN
+                env["MONITAO_PD_REST_CA_FILE"] = sim.ca_file
                 sample_to = DEMO_DESTINATION
                 if not env.get("MONITAO_PD_SECRET_KEYS"):
                     _demo_key_ring(workdir, env)
@@ -149,6 +157,8 @@ def run(exit_after_demo: bool, sample_to: str | None, concurrency: int) -> int:
 
             if sample_to:
                 _demo(settings, sample_to, sim if demo else None)
+            if demo:
+                _wait_for_window_sync(settings, sim)
             else:
                 click.echo("Your MONITAO_PD_CONFIG is set: no sample sent "
                            "(use --sample-to NAME).")
@@ -227,17 +237,59 @@ def _demo_key_ring(directory: Path, env: dict[str, str]) -> None:
                f"export MONITAO_PD_SECRET_KEYS=$(cat {path})")
 
 
-def _write_demo_config(directory: Path, events_url: str) -> Path:
+def _write_demo_config(directory: Path, sim: Simulator) -> Path:
+    """The demo's destinations file: one destination on the simulator, with REST
+    credentials and a maintenance window tomorrow, which the workers synchronise to the
+    simulated PagerDuty service."""
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=2, minute=0, second=0,
+                                                                microsecond=0)
     path = directory / "destinations.toml"
     path.write_text(
         f"""[destinations.{DEMO_DESTINATION}]
 routing_key_env = "MONITAO_PD_DEMO_ROUTING_KEY"
-events_url = "{events_url}"
+events_url = "{sim.events_url}"
 source = "MoniTao"
+pagerduty_service_id = "{DEMO_SERVICE}"
+pagerduty_api_token_env = "MONITAO_PD_DEMO_API_TOKEN"
+pagerduty_api_url = "{sim.rest_url}"
+
+[[destinations.{DEMO_DESTINATION}.maintenance]]
+id = "{DEMO_WINDOW}"
+start = "{tomorrow.isoformat()}"
+end = "{(tomorrow + timedelta(hours=1)).isoformat()}"
+mode = "hold"
+reason = "demo: tomorrow's deploy"
 """,
         encoding="utf-8",
     )
     return path
+
+
+def _wait_for_window_sync(settings: Settings, sim: Simulator) -> None:
+    """Say how the demo's maintenance window stands at the simulated PagerDuty, once the
+    workers synchronised it (or after a few seconds, as it stands)."""
+    from config.lookup import DestinationLookup
+    from worker.maintenance_windows import listing
+
+    client, keys = redis_client(settings), Keyspace(settings.key_prefix)
+    destinations = DestinationLookup(client, keys, file_destinations=load_destinations(
+        settings.config, resolve_secrets=False))
+
+    def demo_row() -> dict[str, Any]:
+        return next(r for r in listing(client, keys, destinations) if r["id"] == DEMO_WINDOW)
+
+    deadline = time.monotonic() + WINDOW_SYNC_WAIT_SECONDS
+    row = demo_row()
+    while row["sync"] != "synced" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = demo_row()
+    if row["sync"] == "synced":
+        on_sim = [w for w in sim.maintenance_windows() if w["id"] == row["pagerduty_window_id"]]
+        click.echo(f"\nMaintenance window {DEMO_WINDOW} ({row['when']}): synchronised to the "
+                   f"simulated PagerDuty as window {row['pagerduty_window_id']} on service "
+                   f"{DEMO_SERVICE}" + ("" if on_sim else " (not found there!)"))
+    else:
+        click.echo(f"\nMaintenance window {DEMO_WINDOW}: {row['sync']} (see worker.log)")
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> FleetProcess:
@@ -376,6 +428,7 @@ def _how_to_use(settings: Settings, sim: Simulator, api_url: str) -> str:
         f"  {shown} status            # or first: source .venv/bin/activate",
         f"  {shown} send --action trigger --monitor-id 7 --incident-id 1 --summary test",
         f"  {shown} timeline 1",
+        f"  {shown} maintenance list   # the demo's window, synchronised to the simulator",
         "The HTTP API, with the token above (OpenAPI at /docs):",
         f"  curl -sS {api_url}/v1/destinations -H 'Authorization: Bearer TOKEN'",
         "To see retries and dead letters, make the simulated PagerDuty fail, then send:",

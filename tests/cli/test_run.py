@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis
 
+from simulator import DEMO_API_TOKEN
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,6 +135,10 @@ def _check_two_runs(runs: list[subprocess.Popen[str]], results: list[tuple[str, 
         assert "by Demo Responder, PagerDuty incident " in acknowledged
         assert "Flower: http://127.0.0.1:" in out and "password:" in out
         assert "MONITAO_PD_DEMO_ROUTING_KEY" not in out + err
+        # the demo destination's maintenance window, synchronised to the simulated PagerDuty
+        assert ("Maintenance window demo-deploy (" in out and "): synchronised to the "
+                "simulated PagerDuty as window P" in out and "not found there" not in out)
+        assert DEMO_API_TOKEN not in out + err
         url, token = api_of(out)
         assert "(the token is shown once; it has every scope and lasts as long as this run)" in out
         assert out.count(token) == 1
