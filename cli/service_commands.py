@@ -15,6 +15,7 @@ from config.connections import refuse_misconfigured_redis
 from config.destinations import load_destinations
 from config.errors import ConfigurationError
 from config.settings import Settings, load_settings
+from config.text import printable
 
 # Flower's configuration file, and the variable it reads the basic-auth credentials from.
 FLOWER_CONF = Path(__file__).resolve().with_name("flower_conf.py")
@@ -64,18 +65,31 @@ def worker(concurrency: int | None, pool: str | None, name: str | None,
               help="send signed webhooks v3 here when an incident changes state")
 @click.option("--webhook-secret-env", default=None, metavar="VAR",
               help="environment variable holding the webhook signing secret")
+@click.option("--rest-port", type=int, default=0, show_default=True,
+              help="port of the REST API's HTTPS listener (0: a free one)")
+@click.option("--rest-token-env", "rest_token_envs", multiple=True, metavar="VAR",
+              help="environment variable holding a REST API token to accept (repeatable; "
+                   "default: the demo token simulator.DEMO_API_TOKEN)")
 def simulator(host: str, port: int, latency_ms: float, error_rate: float, rate_limit: int,
-              webhook_url: str | None, webhook_secret_env: str | None) -> int:
-    """Serve a local PagerDuty Events API v2 simulator."""
+              webhook_url: str | None, webhook_secret_env: str | None, rest_port: int,
+              rest_token_envs: tuple[str, ...]) -> int:
+    """Serve a local PagerDuty Events API v2 simulator, and its REST API v2 over HTTPS."""
     from simulator import Faults, serve
 
     secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
     if webhook_url and not secret:
         raise ConfigurationError([
             "--webhook-url needs --webhook-secret-env naming a set environment variable"])
+    # Tokens come from the environment, not argv: any user can read a command line in `ps`.
+    missing = [name for name in rest_token_envs if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError([f"--rest-token-env {printable(name)} names no set "
+                                  "environment variable" for name in missing])
+    tokens = [os.environ[name] for name in rest_token_envs] or None
     serve(host, port, Faults(latency_ms=latency_ms, error_rate=error_rate,
                              rate_limit=rate_limit or None),
-          webhook_url=webhook_url, webhook_secret=secret)
+          webhook_url=webhook_url, webhook_secret=secret, rest_port=rest_port,
+          rest_tokens=tokens)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""A local PagerDuty Events API v2 server with ingest semantics and injectable faults."""
+"""A local PagerDuty Events API v2 server with ingest semantics and injectable faults, and
+its REST API v2 (`simulator.rest`) on an HTTPS listener of its own."""
 
 from __future__ import annotations
 
@@ -7,24 +8,28 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import random
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from simulator.faults import FAULT_NAMES, Faults, check_fault
+from simulator.rest import DEMO_API_TOKEN, RestState, control
+from simulator.tls import Certificates, make_certificates
 from simulator.validation import InvalidEvent, parse_event, unrecognized
 from simulator.webhooks import WebhookSender, webhook_body
 
-__all__ = ["Faults", "Simulator", "serve"]
+__all__ = ["DEMO_API_TOKEN", "Faults", "Simulator", "serve"]
 
 RATE_WINDOW_SECONDS = 60.0
 # Refused unread: far past PagerDuty's 512 KB, only a broken client sends this much.
@@ -38,65 +43,9 @@ OPEN = ("triggered", "acknowledged")
 # In a string of the `error_body` fault, replaced by the routing key the request carried.
 ROUTING_KEY_PLACEHOLDER = "{routing_key}"
 RESPONDER_ACTIONS = ("/acknowledge", "/resolve")
-
-
-@dataclasses.dataclass
-class Faults:
-    """Misbehaviour to inject into ``/v2/enqueue``; change it while the simulator runs."""
-
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    error_rate: float = 0.0
-    error_status: int = 500
-    rate_limit: int | None = 120
-    force_status: int | None = None
-    fail_next: int = 0
-    drop_connections: bool = False
-    # Delayed processing: the next `stall_next` requests (and each further one with
-    # probability `stall_rate`) are held `stall_ms` before being processed as usual (their
-    # event counts), then their connection is closed without an answer: a request PagerDuty
-    # took whose answer was lost, processed after whatever the sender sent next.
-    stall_next: int = 0
-    stall_rate: float = 0.0
-    stall_ms: float = 0.0
-    # The body of the forced answers above (force_status, fail_next, error_rate) instead of
-    # the usual one: an endpoint's own error text. `{routing_key}` in any of its strings is
-    # replaced by the routing key received, as an endpoint that echoes it would answer.
-    error_body: dict[str, Any] | None = None
-
-
-_FAULT_NAMES = tuple(field.name for field in dataclasses.fields(Faults))
-
-
-def _check_fault(name: str, value: Any) -> Any:
-    """Return ``value`` normalised for fault ``name``, or raise ValueError naming the problem."""
-    if name not in _FAULT_NAMES:
-        raise ValueError(f"unknown fault field '{name}'")
-    if value is None and name in ("rate_limit", "force_status", "error_body"):
-        return None
-    if name == "error_body":
-        if not isinstance(value, dict):
-            raise ValueError(f"'{name}' must be a JSON object or null")
-        return copy.deepcopy(value)
-    if name == "drop_connections":
-        if not isinstance(value, bool):
-            raise ValueError(f"'{name}' must be a boolean")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"'{name}' must be a number")
-    if name in ("latency_ms", "latency_jitter_ms", "error_rate", "stall_rate", "stall_ms"):
-        rate = name in ("error_rate", "stall_rate")
-        if not 0.0 <= value <= (1.0 if rate else math.inf):
-            span = "between 0 and 1" if rate else "zero or more"
-            raise ValueError(f"'{name}' must be {span}")
-        return float(value)
-    if not isinstance(value, int):
-        raise ValueError(f"'{name}' must be an integer")
-    if name.endswith("status") and not 200 <= value <= 599:
-        raise ValueError(f"'{name}' must be an HTTP status between 200 and 599")
-    if value < 0:
-        raise ValueError(f"'{name}' must not be negative")
-    return value
+# A client that connects to the HTTPS listener and never finishes the handshake holds only
+# its own thread, and only this long.
+HANDSHAKE_TIMEOUT_SECONDS = 5.0
 
 
 def _fault_body(status: int, error_body: dict[str, Any] | None = None,
@@ -141,13 +90,15 @@ def _identify(fields: dict[str, Any]) -> tuple[str | None, str | None, str | Non
 class _State:
     """Everything the simulator remembers, behind one lock. Holds no raw routing key."""
 
-    def __init__(self, faults: Faults, seed: int | None, clock: Callable[[], float]) -> None:
+    def __init__(self, faults: Faults, seed: int | None, clock: Callable[[], float],
+                 rest_tokens: Iterable[str] = (DEMO_API_TOKEN,)) -> None:
         self.lock = threading.Lock()
         self.faults = faults
         self.baseline = dataclasses.replace(faults)
         self.rng = random.Random(seed)
         self.clock = clock
         self.webhooks = WebhookSender()
+        self.rest = RestState(rest_tokens, self.webhooks, self.incident, clock, seed)
         self.clear()
 
     def clear(self) -> None:
@@ -163,7 +114,7 @@ class _State:
             return (self.faults.latency_ms + jitter) / 1000.0
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
-        checked = {name: _check_fault(name, value) for name, value in changes.items()}
+        checked = {name: check_fault(name, value) for name, value in changes.items()}
         with self.lock:
             for name, value in checked.items():
                 setattr(self.faults, name, value)
@@ -172,8 +123,16 @@ class _State:
     def reset(self) -> None:
         with self.lock:
             self.clear()
-            for name in _FAULT_NAMES:
+            for name in FAULT_NAMES:
                 setattr(self.faults, name, getattr(self.baseline, name))
+        self.rest.reset()
+        self.webhooks.include_incident_key = True
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """A copy of the incident of that id (``PSIM000001``...), or None."""
+        with self.lock:
+            found = [i for i in self.incidents if i["id"] == incident_id]
+            return copy.deepcopy(found[0]) if found else None
 
     def stall(self) -> float:
         """Seconds to hold the request now arriving before processing it (0: answer it)."""
@@ -260,9 +219,14 @@ class _State:
         change: dict[str, Any] | None = None
         payload = event.get("payload") or {}
         if action == "trigger" and not is_open:
+            service_id, service_name = self.rest.service_for(digest)
             incident = {
                 "id": f"PSIM{len(self.incidents) + 1:06d}",
                 "routing_key_hash": digest[:12],
+                "service_id": service_id,
+                "service_name": service_name,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace(
+                    "+00:00", "Z"),
                 "dedup_key": dedup_key,
                 "status": "triggered",
                 "number": incident["number"] + 1 if incident else 1,
@@ -349,6 +313,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, state.snapshot(name, dedup_key))
         elif url.path == "/_sim/faults":
             self._send(200, state.set_faults({}))
+        elif (answer := control(state.rest, "GET", url.path, b"")) is not None:
+            self._send(*answer)
+        elif state.rest.owns(url.path):
+            self._rest(b"")
         else:
             self._not_found()
 
@@ -379,8 +347,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._post_faults(raw)
         elif path.startswith("/_sim/incidents/") and path.endswith(RESPONDER_ACTIONS):
             self._respond(path, raw)
+        elif (answer := control(state.rest, "POST", path, raw)) is not None:
+            self._send(*answer)
+        elif state.rest.owns(path):
+            self._rest(raw)
         else:
             self._not_found()
+
+    def _rest(self, raw: bytes) -> None:
+        """One request to the REST API (simulator.rest), whichever listener it came in on."""
+        answer = self.server.state.rest.handle(self.command, self.path, self.headers, raw)
+        if answer is None:
+            self._drop()
+        else:
+            self._send(*answer)
+
+    def _rest_only(self) -> None:
+        raw = self._read_body()
+        if raw is None:
+            return
+        if self.server.state.rest.owns(urlsplit(self.path).path):
+            self._rest(raw)
+        else:
+            self._unsupported()
 
     def _respond(self, path: str, raw: bytes) -> None:
         """`POST /_sim/incidents/{dedup_key}/acknowledge|resolve`, body `{"agent": "name"}`."""
@@ -429,10 +418,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        """`body` as JSON; None: no body at all (a 204)."""
+        data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        if body is not None or status != 204:
+            self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -451,7 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._not_found()
 
-    do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _unsupported
+    do_PUT = do_DELETE = _rest_only
+    do_PATCH = do_HEAD = do_OPTIONS = _unsupported
 
 
 class _Server(ThreadingHTTPServer):
@@ -482,17 +475,43 @@ class _Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             return  # clients hanging up mid-request are routine, not worth a traceback
         super().handle_error(request, client_address)
 
 
+class _TlsServer(_Server):
+    """The HTTPS listener: the TLS handshake happens in the connection's own thread, with a
+    deadline, so a client that connects and says nothing never holds up `accept`."""
+
+    def __init__(self, address: tuple[str, int], state: _State,
+                 context: ssl.SSLContext) -> None:
+        super().__init__(address, state)
+        self.context = context
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
+            secured = self.context.wrap_socket(request, server_side=True)
+            secured.settimeout(None)
+        except (OSError, ValueError):  # timeouts and TLS errors are OSErrors
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(secured, client_address)
+
+
 class Simulator:
-    """A PagerDuty Events API v2 look-alike on a local port, served from a daemon thread.
+    """A PagerDuty Events API v2 look-alike on a local port, served from a daemon thread,
+    and PagerDuty's REST API v2 (`simulator.rest`) over HTTPS on a second port.
 
     ``received()``, ``requests()`` and ``incidents()`` report what happened, identifying
     routing keys only by ``sha256(routing_key)[:12]``. ``clock`` (monotonic seconds) drives the
-    rate-limit window and exists so tests can move time without sleeping.
+    rate-limit windows and exists so tests can move time without sleeping.
+
+    REST: ``rest_url`` (``https://127.0.0.1:PORT``) with a throwaway CA in ``ca_file`` (for
+    ``verify=``); the tokens it accepts are ``rest_tokens`` (default: ``DEMO_API_TOKEN``) and
+    those of ``add_rest_token``. ``rest=False`` starts no HTTPS listener (the REST paths still
+    answer on the plain one). ``rest_faults`` are the REST side's, apart from ``faults``.
     """
 
     def __init__(
@@ -505,13 +524,22 @@ class Simulator:
         clock: Callable[[], float] = time.monotonic,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        rest: bool = True,
+        rest_port: int = 0,
+        rest_tokens: Iterable[str] | None = None,
     ) -> None:
         self._host = host
         self._port = port
-        self._state = _State(faults if faults is not None else Faults(), seed, clock)
+        tokens = (DEMO_API_TOKEN,) if rest_tokens is None else tuple(rest_tokens)
+        self._state = _State(faults if faults is not None else Faults(), seed, clock, tokens)
         self._state.webhooks.configure(webhook_url, webhook_secret)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._rest = rest
+        self._rest_port = rest_port
+        self._tls_server: _TlsServer | None = None
+        self._tls_thread: threading.Thread | None = None
+        self._certificates: Certificates | None = None
 
     @property
     def faults(self) -> Faults:
@@ -530,36 +558,81 @@ class Simulator:
         """The alert events endpoint, ``url + "/v2/enqueue"``."""
         return self.url + "/v2/enqueue"
 
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL over HTTPS, e.g. ``https://127.0.0.1:8443``."""
+        if self._tls_server is None:
+            raise RuntimeError("the simulator's HTTPS listener is not running")
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::") else self._host
+        return f"https://{host}:{self._tls_server.server_address[1]}"
+
+    @property
+    def ca_file(self) -> str:
+        """Path of the PEM of the CA that signed the HTTPS listener's certificate."""
+        if self._certificates is None:
+            raise RuntimeError("the simulator's HTTPS listener is not running")
+        return str(self._certificates.ca_file)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting only ``ca_file``, for ``verify=``: httpx 0.28
+        deprecates ``verify=<path>`` (a DeprecationWarning, an error under this project's
+        pytest settings)."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     def start(self) -> Simulator:
-        """Bind and serve in a daemon thread; return self."""
+        """Bind and serve in daemon threads (HTTP, and HTTPS unless ``rest=False``)."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         self._server = _Server((self._host, self._port), self._state)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="pagerduty-simulator",
-            daemon=True,
-        )
-        self._thread.start()
+        if self._rest:
+            try:
+                self._certificates = make_certificates(self._host)
+                self._tls_server = _TlsServer((self._host, self._rest_port), self._state,
+                                              self._certificates.server_context())
+            except BaseException:
+                self.stop()
+                raise
+            self._tls_thread = self._serve(self._tls_server, "pagerduty-simulator-tls")
+        self._thread = self._serve(self._server, "pagerduty-simulator")
         return self
 
+    @staticmethod
+    def _serve(server: _Server, name: str) -> threading.Thread:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name=name, daemon=True)
+        thread.start()
+        return thread
+
     def stop(self) -> None:
-        """Stop serving, close the listening socket and any keep-alive connections."""
+        """Stop serving, close the listening sockets and any keep-alive connections."""
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        tls, self._tls_server = self._tls_server, None
+        for each, thread in ((server, self._thread), (tls, self._tls_thread)):
+            if each is None:
+                continue
+            if thread is not None:
+                each.shutdown()
+            each.close_connections()
+            each.server_close()
+            if thread is not None:
+                thread.join()
+        self._thread = self._tls_thread = None
+        if self._certificates is not None:
+            self._certificates.remove()
+            self._certificates = None
         self._state.webhooks.close()
 
-    def set_webhook(self, url: str | None, secret: str | None) -> None:
+    def set_webhook(self, url: str | None, secret: str | None, *,
+                    include_incident_key: bool | None = None) -> None:
         """Send webhooks v3 to `url`, signed with `secret`, on each incident state change
-        (None: stop sending)."""
+        (None: stop sending). `include_incident_key=False`: webhooks to every receiver
+        (subscriptions too) lack ``data.incident_key``, as PagerDuty's older payloads do;
+        None keeps the current choice (`reset()` restores True)."""
         self._state.webhooks.configure(url, secret)
+        if include_incident_key is not None:
+            self._state.webhooks.include_incident_key = include_incident_key
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
         """Every webhook tried so far: ids, type, final HTTP status (None: no answer)."""
@@ -587,8 +660,43 @@ class Simulator:
         return self._state.snapshot("incidents")
 
     def reset(self) -> None:
-        """Forget events, requests, incidents and rate windows; restore the initial faults."""
+        """Forget events, requests, incidents and rate windows; restore the initial faults.
+        REST too: windows, subscriptions, its request log and faults (tokens and services
+        stay, the webhook receiver too; webhooks carry ``incident_key`` again)."""
         self._state.reset()
+
+    @property
+    def rest_faults(self) -> Faults:
+        """The REST API's live faults (``rate_limit`` per token, None by default)."""
+        return self._state.rest.faults
+
+    def set_rest_faults(self, **changes: Any) -> None:
+        """Change REST faults; raise ValueError for an unknown name or bad value."""
+        self._state.rest.set_faults(changes)
+
+    def add_rest_token(self, token: str) -> None:
+        """Accept `token` (``Authorization: Token token=...``) from now on."""
+        self._state.rest.add_token(token)
+
+    def add_service(self, service_id: str, name: str | None = None,
+                    routing_key: str | None = None) -> dict[str, Any]:
+        """Add a service (``GET /services/{id}``); Events API incidents of `routing_key`
+        then belong to it (others to ``PSIMSVC``). Returns it, the key only as a hash."""
+        return self._state.rest.add_service(service_id, name, routing_key)
+
+    def maintenance_windows(self) -> list[dict[str, Any]]:
+        """Windows not deleted, as the API shows them, plus ``status``
+        (``future``/``ongoing``/``ended``)."""
+        return self._state.rest.maintenance_windows()
+
+    def webhook_subscriptions(self) -> list[dict[str, Any]]:
+        """Webhook subscriptions as the API lists them (``delivery_method.secret`` null)."""
+        return self._state.rest.webhook_subscriptions()
+
+    def rest_requests(self) -> list[dict[str, Any]]:
+        """Every REST request: method, path, status (None: dropped), ``token_ok``,
+        ``token_hash`` (12 hex digits of the token's SHA-256), ``from``."""
+        return self._state.rest.request_log()
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -598,17 +706,22 @@ class Simulator:
 
 
 def serve(host: str, port: int, faults: Faults, webhook_url: str | None = None,
-          webhook_secret: str | None = None) -> None:
+          webhook_secret: str | None = None, *, rest_port: int = 0,
+          rest_tokens: Iterable[str] | None = None) -> None:
     """Run a simulator in the foreground until Ctrl-C or SIGTERM (for the CLI); with a
-    webhook URL and secret, incident changes are sent there as signed webhooks v3."""
+    webhook URL and secret, incident changes are sent there as signed webhooks v3. Prints
+    the Events API's address, then the REST API's and the path of its CA certificate."""
     stopping = threading.Event()
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:  # signal handlers can only be installed from the main thread
         previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         with Simulator(host, port, faults, webhook_url=webhook_url,
-                       webhook_secret=webhook_secret) as simulator:
+                       webhook_secret=webhook_secret, rest_port=rest_port,
+                       rest_tokens=rest_tokens) as simulator:
             print(f"PagerDuty simulator listening on {simulator.url}", flush=True)
+            print(f"PagerDuty REST API (HTTPS) on {simulator.rest_url}", flush=True)
+            print(f"CA certificate for it: {simulator.ca_file}", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 while not stopping.wait(0.5):
                     pass
