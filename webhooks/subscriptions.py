@@ -317,7 +317,10 @@ def status_of(subscription: dict[str, Any] | None) -> str:
 
 
 def _checked_url(url: str) -> str:
-    parts = urlsplit(url) if len(url) <= MAX_URL_CHARS else None
+    try:
+        parts = urlsplit(url) if len(url) <= MAX_URL_CHARS else None
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or \
             printable(url) != url or " " in url:
         raise InvalidInputError([f"--url: {printable(url)[:100]!s} is not an http(s) URL "
