@@ -46,7 +46,7 @@ from config.errors import (
 from config.keyspace import Keyspace
 from config.lookup import DestinationLookup, fleet_lookup
 from config.pagerduty_rest import PagerDutyRest, RestError, rest_client
-from config.secrets import KeyRing
+from config.secrets import KeyRing, stored_key_id
 from config.settings import Settings
 from config.text import printable
 
@@ -205,6 +205,31 @@ class Subscriptions:
         pipe.execute()
         log.info("webhooks: unsubscribed %s (at PagerDuty: %s)", subscription_id, at_pagerduty)
         return Unsubscription(subscription_id, stored.destination, at_pagerduty)
+
+    def reencrypt(self) -> tuple[int, dict[str, str]]:
+        """Reseal every stored secret under the first key of the ring (with `destinations
+        reencrypt`, before an older key is dropped); (how many were resealed, id -> why
+        for those that could not be opened)."""
+        ring = self._ring()
+        resealed, failed = 0, {}
+        ids = self.client.zrange(self.keys.webhook_subscriptions, 0, -1)
+        for subscription_id in ids:
+            key = self.keys.webhook_subscription(subscription_id)
+            stored = self.client.hget(key, "secret")
+            if not stored or stored_key_id(stored) == ring.primary_id:
+                continue
+            context = secret_context(subscription_id)
+            try:
+                fresh = ring.seal(ring.open(stored, context), context)
+            except UndecryptableError as exc:
+                failed[subscription_id] = str(exc)
+                continue
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, "secret", fresh)
+            pipe.incr(self.keys.webhook_subscriptions_version)
+            pipe.execute()
+            resealed += 1
+        return resealed, failed
 
     # --- reading ----------------------------------------------------------------------------
 

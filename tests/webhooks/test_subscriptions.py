@@ -25,8 +25,8 @@ from webhooks.subscriptions import (
     ACTIVE,
     DELETED,
     TEMPORARILY_DISABLED,
-    SubscriptionSecrets,
     Subscriptions,
+    SubscriptionSecrets,
     secret_context,
     status_of,
 )
@@ -290,3 +290,31 @@ def test_secrets_are_reread_only_when_the_version_moves(
     held.refresh()
     lines = [r for r in caplog.records if "PSUB2" in r.getMessage()]
     assert len(lines) == 1 and "secret-one" not in caplog.text
+
+
+def test_reencrypt_reseals_the_secrets_under_the_new_first_key(
+        rest_sim: Simulator, rest_env: dict[str, str], redis_conn: redis.Redis, prefix: str,
+        key_ring_text: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    made = Subscriptions(redis_conn, load_settings()).subscribe(
+        "prod", "https://a.example.com/webhooks/pagerduty")
+    secret = opened_secret(redis_conn, Keyspace(prefix), key_ring_text, made.id)
+    new_key = generate_key()
+    monkeypatch.setenv("MONITAO_PD_SECRET_KEYS", f"{new_key},{key_ring_text}")
+    assert main(["destinations", "reencrypt"]) == 0
+    assert "re-encrypted 1 webhook subscription secret(s)" in capsys.readouterr().out
+    assert opened_secret(redis_conn, Keyspace(prefix), new_key, made.id) == secret
+    assert Subscriptions(redis_conn, load_settings()).reencrypt() == (0, {})
+
+
+def test_the_receiver_starts_with_a_key_ring_and_no_webhook_secret(
+        redis_url: str, prefix: str) -> None:
+    from config.errors import ConfigurationError
+    from webhooks.service import check_settings, describe_secrets
+
+    with pytest.raises(ConfigurationError):
+        check_settings(load_settings(redis_url=redis_url, key_prefix=prefix))
+    settings = load_settings(redis_url=redis_url, key_prefix=prefix,
+                             secret_keys=generate_key())
+    check_settings(settings)
+    assert "subscriptions made with `webhooks subscribe`" in describe_secrets(settings)
