@@ -56,6 +56,9 @@ Send = Callable[[Message], Awaitable[None]]
 PATHS = ("/webhooks/pagerduty", "/")
 # PagerDuty gives up on an answer after 5 s; Redis gets this long of it.
 REDIS_DEADLINE_SECONDS = 3.0
+# Reading the subscriptions' secrets gets this long of it (the queueing still needs its
+# own); past it the secrets read before are used.
+SECRETS_DEADLINE_SECONDS = 1.0
 # A delivery id longer than this is replaced by its hash in the key name.
 MAX_WEBHOOK_ID_LENGTH = 128
 # An event id (PagerDuty's are 26 letters and digits) is used in its key name as it is when
@@ -188,7 +191,7 @@ class Receiver:
         try:
             return await asyncio.wait_for(
                 asyncio.to_thread(self.subscriptions.refresh, failed=failed),
-                REDIS_DEADLINE_SECONDS)
+                SECRETS_DEADLINE_SECONDS)
         except TimeoutError:
             return False
 
