@@ -408,8 +408,16 @@ def reencrypt() -> int:
                f"id {report.key_id} ({report.already} already were)")
     for why in report.failed.values():
         click.echo(f"  not re-encrypted: {why}", err=True)
-    if report.failed:
-        click.echo(f"{len(report.failed)} destination(s) still need a key that is not first "
-                   "in the ring: keep it until they are fixed", err=True)
+    from webhooks.subscriptions import Subscriptions
+
+    resealed, failed = Subscriptions(registry.client, load_settings()).reencrypt()
+    if resealed or failed:
+        click.echo(f"re-encrypted {resealed} webhook subscription secret(s)")
+    for why in failed.values():
+        click.echo(f"  not re-encrypted: {why}", err=True)
+    if report.failed or failed:
+        click.echo(f"{len(report.failed) + len(failed)} destination(s) or subscription(s) "
+                   "still need a key that is not first in the ring: keep it until they are "
+                   "fixed", err=True)
         return 1
     return 0

@@ -13,6 +13,7 @@ from config.errors import (
     NotFoundError,
     PermissionDeniedError,
     RedisUnavailableError,
+    RemoteError,
     UndecryptableError,
     UnknownDestinationError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RedisUnavailableError",
+    "RemoteError",
     "Settings",
     "UndecryptableError",
     "UnknownDestinationError",

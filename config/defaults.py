@@ -153,6 +153,22 @@ WEBHOOK_REFUSAL_LOG_SECONDS = 60.0
 # many times before recording it) goes to the unmatched stream as `failed`: one entry must
 # never hold up the inbox. Retries are a claim's idle time apart, so about 4 minutes.
 WEBHOOK_MAX_ATTEMPTS = 5
+# The receiver re-reads the stored subscriptions' secrets (webhooks/subscriptions.py) when
+# their version counter moved; it looks at the counter at most this often (and at once after
+# a signature failure, at most every WEBHOOK_SECRETS_RECHECK_SECONDS), so a new subscription
+# is accepted within about a second without a restart or a Redis read per request.
+WEBHOOK_SECRETS_CHECK_SECONDS = 1.0
+WEBHOOK_SECRETS_RECHECK_SECONDS = 0.1
+# Incident lookups (GET /incidents/{id}) for webhooks without an incident_key: at most this
+# many a minute per API token (PagerDuty allows about 900 REST calls a minute per user
+# token, and the maintenance sync shares it); a lookup over it waits for a later attempt.
+WEBHOOK_LOOKUPS_PER_MINUTE = 60
+# A looked-up incident_key is kept this long: later webhooks of the same incident (its
+# notes, its resolve) need no lookup, and a day covers nearly every incident's life.
+WEBHOOK_LOOKUP_CACHE_SECONDS = 86400.0
+# Attempts of one lookup (PagerDuty's client retries in between): a lookup holds the
+# processor for at most this many REST timeouts; a failure is retried with the entry.
+WEBHOOK_LOOKUP_ATTEMPTS = 2
 
 # The HTTP API (`monitao-pd api`). Its default port, beside Flower's 5555 and the webhook
 # receiver's 8282.

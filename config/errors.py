@@ -12,6 +12,7 @@
      ├── ConflictError             the thing exists but its state refuses the request;
      │                             nothing changed
      ├── UndecryptableError        a stored secret does not open with this key ring
+     ├── RemoteError               PagerDuty's REST API refused or did not answer
      └── AuthenticationError       no API token, or one that is unknown or revoked
           └── PermissionDeniedError     a valid token without the scope the request needs
 """
@@ -96,3 +97,12 @@ class AuthenticationError(MonitaoPDError):
 
 class PermissionDeniedError(AuthenticationError):
     """A valid API token that lacks the scope the request needs."""
+
+
+class RemoteError(MonitaoPDError):
+    """PagerDuty's REST API refused a call or did not answer; the message says why in one
+    line (never a token). `retryable`: the same call may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)

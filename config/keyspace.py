@@ -204,6 +204,27 @@ class Keyspace:
         (for events such as `incident.annotated` whose data carries no incident_key)."""
         return f"{self.prefix}webhook-pd-incident:{pd_incident_id}"
 
+    def webhook_subscription(self, subscription_id: str) -> str:
+        """Hash: one PagerDuty webhook subscription made by `webhooks subscribe`: its
+        destination, service id, url, description, sealed secret, created_at."""
+        return f"{self.prefix}webhook-subscription:{subscription_id}"
+
+    @property
+    def webhook_subscriptions(self) -> str:
+        """Sorted set: subscription id -> when it was made (epoch milliseconds)."""
+        return f"{self.prefix}webhook-subscriptions"
+
+    @property
+    def webhook_subscriptions_version(self) -> str:
+        """String: a counter bumped by every change of the stored subscriptions (receivers
+        re-read their secrets when it moved)."""
+        return f"{self.prefix}webhook-subscriptions-version"
+
+    def rest_rate(self, token_fingerprint: str, minute: int) -> str:
+        """String with a TTL: the incident lookups made with one API token (by its
+        fingerprint) in one minute (epoch minutes)."""
+        return f"{self.prefix}rest-rate:{token_fingerprint}:{minute}"
+
     def api_token(self, digest: str) -> str:
         """Hash: one API token (by the SHA-256 hex of the token): name, scopes, created_at.
         The token itself is never stored."""

@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import redis
 
 from config import defaults
-from config.destinations import Destination
-from config.errors import InvalidDestinationError
+from config.destinations import Destination, load_destinations
+from config.errors import ConfigurationError, InvalidDestinationError
 from config.keyspace import Keyspace
 from config.registry import Registry
 from config.secrets import KeyRing
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -321,3 +322,24 @@ class DestinationLookup:
         version, count = pipe.execute()
         self._count = (int(count), time.monotonic())
         return int(version or 0)
+
+
+def fleet_lookup(settings: Settings, client: redis.Redis) -> DestinationLookup:
+    """The destinations of the fleet `settings` describe, for a process that calls
+    PagerDuty's REST API (`webhooks subscribe`, the webhook processor's incident lookups):
+    the file's (their secrets resolved where this environment can: a file that names a
+    variable this process lacks is read without its secrets) and the registry's, with this
+    process's key ring to open the registry's API tokens."""
+    file: dict[str, Destination] = {}
+    if settings.config is not None:
+        try:
+            file = load_destinations(settings.config)
+        except ConfigurationError:
+            try:
+                file = load_destinations(settings.config, resolve_secrets=False)
+            except ConfigurationError as exc:
+                log.warning("destinations file not read (%s); only run-time destinations "
+                            "are used", "; ".join(exc.problems)[:300])
+    return DestinationLookup(client, Keyspace(settings.key_prefix), file_destinations=file,
+                             key_ring=settings.key_ring(),
+                             cache_size=settings.destination_cache_size)

@@ -83,11 +83,9 @@ class PagerDutyRest:
         try:
             self._client = pagerduty.RestApiV2Client(
                 credentials.token, default_from=credentials.from_email,
-                base_url=credentials.api_url, verify=_trust(ca_file))
+                base_url=credentials.api_url, verify=_verify(ca_file))
         except pagerduty.UrlError as exc:
             raise RestError(f"pagerduty_api_url: {printable(exc)}") from None
-        except (OSError, ssl.SSLError) as exc:  # an unreadable CA file
-            raise RestError(f"rest_ca_file: cannot be read ({exc.__class__.__name__})") from None
         self._client.timeout = timeout
         self._client.sleep_timer = SLEEP_SECONDS
         self._client.max_network_attempts = attempts - 1
@@ -163,8 +161,14 @@ class PagerDutyRest:
 
     def delete_webhook_subscription(self, subscription_id: str) -> bool:
         """Delete a subscription; False when PagerDuty had none of that id."""
-        return self._call("DELETE", f"/webhook_subscriptions/{subscription_id}",
-                          expect=(204, 200), missing_ok=True) is not None
+        try:
+            self._call("DELETE", f"/webhook_subscriptions/{subscription_id}",
+                       expect=(204, 200))
+        except RestError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def webhook_subscription(self, subscription_id: str) -> dict[str, Any] | None:
         """One subscription (no secret), or None."""
@@ -236,12 +240,6 @@ class PagerDutyRest:
         return printable(text)[:MESSAGE_CHARS]
 
 
-def _trust(ca_file: Path | str | None) -> ssl.SSLContext | bool:
-    """What TLS trusts: the system's CAs, or those of `ca_file` instead (a context, since
-    httpx deprecates a path for `verify`)."""
-    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-
-
 def _json(response: httpx.Response, what: str) -> Any:
     try:
         return response.json()
@@ -263,6 +261,18 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(details, list) and details:
         message += " (" + "; ".join(str(d) for d in details[:5]) + ")"
     return message
+
+
+def _verify(ca_file: Path | str | None) -> ssl.SSLContext | bool:
+    """What the client verifies PagerDuty's certificate with: the system's CAs, or a context
+    trusting `ca_file` (httpx deprecates `verify=<path>`)."""
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise RestError(f"MONITAO_PD_REST_CA_FILE: cannot be read as a CA bundle "
+                        f"({exc.__class__.__name__})") from None
 
 
 def rest_client(destination: Destination, *, ca_file: Path | str | None = None,

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="PagerDuty webhook subscription secrets, comma-separated")
     webhook_dedup_seconds: float = Field(defaults.WEBHOOK_DEDUP_SECONDS, gt=0)
+    # Incident lookups for webhooks without an incident_key (webhooks/lookups.py): at most
+    # this many a minute per API token, and how long a looked-up key is remembered.
+    webhook_lookups_per_minute: int = Field(defaults.WEBHOOK_LOOKUPS_PER_MINUTE, ge=1)
+    webhook_lookup_cache_seconds: float = Field(defaults.WEBHOOK_LOOKUP_CACHE_SECONDS, gt=0)
 
     # Run-time destinations (config/registry.py): the key ring that seals their routing keys
     # (comma-separated base64 32-byte keys; the first encrypts, all decrypt), how many each

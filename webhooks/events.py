@@ -54,6 +54,9 @@ class WebhookEvent:
     pd_incident: str
     pd_status: str
     incident_key: str | None
+    # The PagerDuty service of the incident (`data.service.id`): whose REST credentials may
+    # look the incident up when the body carries no incident_key.
+    pd_service: str = ""
 
     @property
     def synced(self) -> bool:
@@ -97,6 +100,15 @@ def _incident_key(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _service_id(data: dict[str, Any], incident: dict[str, Any] | None) -> str:
+    """`data.service.id` (a note's: `data.incident.service.id`, when it has one)."""
+    for holder in (data, incident or {}):
+        service = holder.get("service")
+        if isinstance(service, dict) and isinstance(service.get("id"), str):
+            return as_text(service["id"])
+    return ""
+
+
 def parse(raw: bytes | str) -> WebhookEvent:
     """Read a webhook v3 body; raise `NotAnEvent` when it is not JSON or not an event."""
     try:
@@ -125,6 +137,7 @@ def parse(raw: bytes | str) -> WebhookEvent:
         pd_incident=pd_incident,
         pd_status=as_text(data.get("status")),
         incident_key=_incident_key(data),
+        pd_service=_service_id(data, incident),
     )
 
 

@@ -10,6 +10,12 @@ For one entry:
 - not a webhook v3 event -> `invalid`, kept in the capped `webhook-unmatched` stream;
 - a type that is not synced (`incident.triggered`, `pagey.ping`, ...) -> `ignored`;
 - no MoniTao incident behind its dedup_key -> `unmatched`, kept in `webhook-unmatched`;
+- no dedup_key at all (no `data.incident_key`, and no earlier webhook of its PagerDuty
+  incident gave one): when a destination has REST credentials for the incident's service,
+  the incident is looked up (`webhooks.lookups`; the answer is remembered) and matched by
+  its incident_key; a lookup that cannot be made now (rate limit, PagerDuty unavailable)
+  leaves the entry pending, retried like a failure below; without credentials, or for an
+  incident PagerDuty does not know, `unmatched` with the reason;
 - else `matched`: MoniTao's callback is queued first (idempotent by PagerDuty's event
   id, so a re-run after a crash queues it once), then the timeline entry is written
   and the inbox entry acknowledged, atomically.
@@ -47,6 +53,7 @@ from webhooks.events import (
     state_change,
     timeline_fields,
 )
+from webhooks.lookups import Found, IncidentLookup, LookupDeferred
 from worker.metrics import record_webhook
 
 try:
@@ -91,6 +98,7 @@ class Processor:
                  block_seconds: float = 1.0,
                  max_attempts: int = defaults.WEBHOOK_MAX_ATTEMPTS,
                  enqueue_change: Callable[..., str | None] | None = enqueue_state_change,
+                 lookup: IncidentLookup | None = None,
                  ) -> None:
         self.client = client
         self.settings = settings
@@ -101,6 +109,8 @@ class Processor:
         self.block_ms = max(1, int(block_seconds * 1000))
         self.max_attempts = max(1, max_attempts)
         self.enqueue_change = enqueue_change
+        # REST lookups of incidents whose webhooks carry no incident_key
+        self.lookup = lookup if lookup is not None else IncidentLookup(client, settings)
         self._record = IdempotentScript(client, RECORD_MATCHED, self.keys)
         self._stopping = threading.Event()
         self._claim_cursor = "0-0"
@@ -187,14 +197,17 @@ class Processor:
             return self.process(entry_id, fields)
         except REDIS_UNAVAILABLE:
             raise
+        except LookupDeferred as exc:  # expected: no traceback
+            cause, expected = f"incident lookup deferred: {exc}"[:KEPT_ERROR_CHARS], True
         except Exception as exc:  # one entry's failure must not stop the others
             if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
                 raise  # the inbox was deleted: the loop recreates the group
-            cause = f"{exc.__class__.__name__}: {exc}"[:KEPT_ERROR_CHARS]
+            cause, expected = f"{exc.__class__.__name__}: {exc}"[:KEPT_ERROR_CHARS], False
         if delivery < self.max_attempts:
             log.warning("webhooks: inbox entry %s failed (attempt %d of %d), retried when "
                         "taken over in %.0f s: %s", entry_id, delivery, self.max_attempts,
-                        self.claim_idle_ms / 1000, cause, exc_info=delivery == 1)
+                        self.claim_idle_ms / 1000, cause,
+                        exc_info=delivery == 1 and not expected)
             return "retrying"
         return self._give_up(entry_id, fields, f"processing failed {delivery} times: {cause}")
 
@@ -229,7 +242,13 @@ class Processor:
             return "invalid"
         label = metric_type(event.event_type)
         dedup_key = event.incident_key or self._known_key(event.pd_incident)
+        looked_up: Found | None = None
+        if dedup_key is None and event.synced and event.pd_incident:
+            looked_up = self.lookup.incident_key(event.pd_incident, event.pd_service)
+            dedup_key = looked_up.key if looked_up is not None else None
         match = self._match(dedup_key) if dedup_key else None
+        if event.incident_key and match is None:
+            self._learn(event, dedup_key)  # a later webhook without a key needs no lookup
         if not event.synced:
             if match:
                 self._learn(event, dedup_key)
@@ -238,7 +257,9 @@ class Processor:
             return "ignored"
         if match is None or dedup_key is None:
             reason = "no MoniTao incident has this dedup_key" if dedup_key else (
-                "the event names no incident_key, and its PagerDuty incident is not known")
+                looked_up.reason if looked_up is not None and looked_up.reason else
+                "the event names no incident_key, its PagerDuty incident is not known, and "
+                "no destination has REST credentials for its service to look it up")
             self._unmatched(entry_id, "unmatched", reason, webhook_id, event=event,
                             dedup_key=dedup_key or "")
             record_webhook(label, "unmatched")

@@ -3,8 +3,11 @@
 `POST /webhooks/pagerduty` (also `POST /`):
 
 - a body over 256 KB (by Content-Length, or once more arrives) -> 413, unread;
-- no `X-PagerDuty-Signature` `v1` signature of the raw body under a configured secret
-  -> 401, nothing recorded (not even the delivery id);
+- no `X-PagerDuty-Signature` `v1` signature of the raw body under a secret of
+  `MONITAO_PD_WEBHOOK_SECRETS` or of a subscription stored by `webhooks subscribe` (read
+  through `SubscriptionSecrets`: their version is looked at about once a second, and again
+  after a failure, so a new subscription needs no restart) -> 401, nothing recorded (not
+  even the delivery id);
 - not JSON -> 400;
 - a delivery id (`X-Webhook-Id`, else the body's hash), or a signed `event.id`, seen in
   the last `webhook_dedup_seconds` -> 200, nothing queued (the delivery id is not signed:
@@ -40,6 +43,7 @@ from config.settings import Settings
 from webhooks.events import metric_type
 from webhooks.refusals import Refusals
 from webhooks.signature import verify
+from webhooks.subscriptions import SubscriptionSecrets
 from worker.metrics import WEBHOOKS, record_webhook
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,9 @@ Send = Callable[[Message], Awaitable[None]]
 PATHS = ("/webhooks/pagerduty", "/")
 # PagerDuty gives up on an answer after 5 s; Redis gets this long of it.
 REDIS_DEADLINE_SECONDS = 3.0
+# Reading the subscriptions' secrets gets this long of it (the queueing still needs its
+# own); past it the secrets read before are used.
+SECRETS_DEADLINE_SECONDS = 1.0
 # A delivery id longer than this is replaced by its hash in the key name.
 MAX_WEBHOOK_ID_LENGTH = 128
 # An event id (PagerDuty's are 26 letters and digits) is used in its key name as it is when
@@ -86,14 +93,18 @@ class Receiver:
 
     def __init__(self, client: redis.Redis, settings: Settings, *,
                  max_body_bytes: int = defaults.WEBHOOK_MAX_BODY_BYTES,
-                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS) -> None:
+                 refusal_log_seconds: float = defaults.WEBHOOK_REFUSAL_LOG_SECONDS,
+                 subscriptions: SubscriptionSecrets | None = None) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keyspace(settings.key_prefix)
+        self.subscriptions = subscriptions or SubscriptionSecrets(client, self.keys,
+                                                                  settings.key_ring())
         self.max_body_bytes = max_body_bytes
         self.refusals = Refusals(log, refusal_log_seconds)
         self._admit = IdempotentScript(client, ADMIT, self.keys)
-        # The secrets are read when a body is verified, never copied into a plain attribute.
+        # The configured secrets are read when a body is verified, never copied into a plain
+        # attribute; the subscriptions' are held by `subscriptions` (no repr shows them).
         self._metrics = CollectorRegistry(auto_describe=True)
         self._metrics.register(WEBHOOKS)
 
@@ -133,8 +144,7 @@ class Receiver:
             return 413, {"error": too_large}
         except ClientGone:  # a part of a body is no delivery: nothing to verify or record
             return None
-        secrets = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
-        if not verify(headers.get("x-pagerduty-signature"), raw, secrets):
+        if not await self._verify(headers.get("x-pagerduty-signature"), raw):
             self.refusals.refused(client, "unauthorized", "missing or wrong signature")
             return 401, {"error": "missing or wrong X-PagerDuty-Signature"}
         try:
@@ -161,6 +171,29 @@ class Receiver:
             return 200, {"status": "duplicate", "webhook_id": webhook_id,
                          "seen": "X-Webhook-Id" if queued == 0 else "event.id"}
         return 202, {"status": "queued", "webhook_id": webhook_id}
+
+    async def _verify(self, header: str | None, raw: bytes) -> bool:
+        """Whether the body is signed with a configured or a subscription's secret; after
+        a failure the subscriptions are looked at again (one may have just been made)."""
+        await self._refresh(failed=False)
+        configured = [secret.get_secret_value() for secret in self.settings.webhook_secrets]
+        if verify(header, raw, [*configured, *self.subscriptions.current()]):
+            return True
+        if not await self._refresh(failed=True):
+            return False
+        return verify(header, raw, [*configured, *self.subscriptions.current()])
+
+    async def _refresh(self, *, failed: bool) -> bool:
+        """Re-read the subscriptions' secrets if due (in a thread, within the Redis
+        deadline); whether they changed. A slow Redis keeps the secrets read before."""
+        if not self.subscriptions.due(failed=failed):
+            return False
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.subscriptions.refresh, failed=failed),
+                SECRETS_DEADLINE_SECONDS)
+        except TimeoutError:
+            return False
 
     def _queue(self, webhook_id: str, event_id: str | None, raw: bytes) -> int:
         dedup_ms = int(self.settings.webhook_dedup_seconds * 1000)

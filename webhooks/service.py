@@ -32,12 +32,24 @@ log = logging.getLogger(__name__)
 
 
 def check_settings(settings: Settings) -> None:
-    """Refuse to run without a subscription secret (nothing could be verified)."""
-    if not settings.webhook_secrets:
+    """Refuse to run with no way to verify a webhook: neither a secret in
+    MONITAO_PD_WEBHOOK_SECRETS nor the key ring that opens the secrets of the subscriptions
+    `webhooks subscribe` stores."""
+    if not settings.webhook_secrets and settings.secret_keys is None:
         raise ConfigurationError([
-            "MONITAO_PD_WEBHOOK_SECRETS is required: the PagerDuty webhook subscription's "
-            "secret (several, comma-separated, while one is rotated)"
+            "MONITAO_PD_WEBHOOK_SECRETS or MONITAO_PD_SECRET_KEYS is required: a PagerDuty "
+            "webhook subscription's secret (several, comma-separated, while one is rotated), "
+            "or the key ring that opens the secrets of subscriptions made with `monitao-pd "
+            "webhooks subscribe`"
         ])
+
+
+def describe_secrets(settings: Settings) -> str:
+    """Which secrets the receiver accepts, for its start-up line (never a secret)."""
+    text = f"{len(settings.webhook_secrets)} secret(s) from MONITAO_PD_WEBHOOK_SECRETS"
+    if settings.secret_keys is not None:
+        text += ", and those of the subscriptions made with `webhooks subscribe`"
+    return text
 
 
 def uvicorn_config(app: Receiver, host: str, port: int, *,
@@ -171,7 +183,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     server = _Server(uvicorn_config(receiver, host, port,
                                     log_level=settings.log_level.lower()))
     print(f"PagerDuty webhook receiver listening on http://{host}:{port}/webhooks/pagerduty "
-          f"({len(settings.webhook_secrets)} secret(s))", flush=True)
+          f"({describe_secrets(settings)})", flush=True)
     try:
         server.run()
     finally:

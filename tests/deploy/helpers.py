@@ -76,6 +76,8 @@ def parse_cli(args: list[str]) -> click.Context:
         assert sub is not None, f"monitao-pd has no command {name!r}"
         command = sub
         if isinstance(command, click.Group):
+            if command.invoke_without_command and (not rest or rest[0].startswith("-")):
+                break  # a group that runs itself (`webhooks --port 8282`) with its options
             name, *rest = rest
     return command.make_context(name, list(rest), parent=context)
 

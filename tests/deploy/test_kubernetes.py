@@ -579,12 +579,13 @@ def test_every_redis_client_gets_the_url_with_the_password_from_the_secret() -> 
 
 
 # Who is given which Secret (envFrom): the routing keys to the workers only, the key ring
-# to the workers (they open routing keys) and the API (it seals them), Flower's credentials
-# to Flower, the webhook secrets to the receiver.
+# to the workers (they open routing keys), the API (it seals them) and the receiver (it
+# opens the subscriptions' secrets and REST tokens), Flower's credentials to Flower, the
+# webhook secrets to the receiver.
 SECRETS_OF = {
     "monitao-pd-worker": {"monitao-pd-routing-keys", "monitao-pd-secret-keys"},
     "monitao-pd-flower": {"monitao-pd-flower"},
-    "monitao-pd-webhooks": {"monitao-pd-webhooks"},
+    "monitao-pd-webhooks": {"monitao-pd-webhooks", "monitao-pd-secret-keys"},
     "monitao-pd-api": {"monitao-pd-secret-keys"},
 }
 
@@ -688,7 +689,8 @@ def test_the_probes_ask_the_real_receiver(redis_url: str, prefix: str) -> None:
     args = container["args"]
     args = [*args[:args.index("--host")], "--host", "127.0.0.1", "--port", str(port)]
     environment = script_environment() | container_environment(
-        webhooks(), MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix)
+        webhooks(), MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix,
+        MONITAO_PD_SECRET_KEYS=generate_key())
     process = subprocess.Popen(["monitao-pd", *args], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
