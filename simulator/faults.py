@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections import deque
 from typing import Any
 
-__all__ = ["FAULT_NAMES", "Faults", "check_fault"]
+__all__ = ["FAULT_NAMES", "Faults", "admit", "check_fault"]
 
 
 @dataclasses.dataclass
@@ -72,3 +73,18 @@ def check_fault(name: str, value: Any) -> Any:
     if value < 0:
         raise ValueError(f"'{name}' must not be negative")
     return value
+
+
+RATE_WINDOW_SECONDS = 60.0
+
+
+def admit(windows: dict[str, deque[float]], key: str, limit: int | None, now: float) -> bool:
+    """The `rate_limit` fault: count a request against `key`'s sliding minute in `windows`,
+    unless `limit` requests are already in it (then it is refused: a 429)."""
+    window = windows.setdefault(key, deque())
+    while window and window[0] <= now - RATE_WINDOW_SECONDS:
+        window.popleft()
+    if limit is not None and len(window) >= limit:
+        return False
+    window.append(now)
+    return True

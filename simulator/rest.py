@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from simulator.faults import Faults, check_fault
+from simulator.faults import Faults, admit, check_fault
 from simulator.rest_models import (
     API_ORIGIN,
     RestError,
@@ -63,7 +63,6 @@ __all__ = ["DEMO_API_TOKEN", "RestState", "token_hash"]
 # The token the simulator knows when given none: `make run`'s demo and local trials.
 DEMO_API_TOKEN = "simulator-demo-api-token-0000000"
 RESOURCES = ("services", "maintenance_windows", "webhook_subscriptions", "incidents")
-RATE_WINDOW_SECONDS = 60.0
 # A `From` header is recorded for tests to check, not kept whole whatever its size.
 MAX_FROM_CHARS = 200
 ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -250,19 +249,9 @@ class RestState:
             return True, (status, body)
         if not token_ok or digest is None:
             return True, (401, error_body(401))
-        if not self._admit(digest, faults.rate_limit):
+        if not admit(self.rate, digest, faults.rate_limit, self.clock()):
             return True, (429, error_body(429))
         return False, None
-
-    def _admit(self, digest: str, limit: int | None) -> bool:
-        now = self.clock()
-        window = self.rate.setdefault(digest, deque())
-        while window and window[0] <= now - RATE_WINDOW_SECONDS:
-            window.popleft()
-        if limit is not None and len(window) >= limit:
-            return False
-        window.append(now)
-        return True
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Answer:
         parts = path.strip("/").split("/")

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from simulator.faults import FAULT_NAMES, Faults, check_fault
+from simulator.faults import FAULT_NAMES, Faults, admit, check_fault
 from simulator.rest import DEMO_API_TOKEN, RestState, control
 from simulator.tls import Certificates, make_certificates
 from simulator.validation import InvalidEvent, parse_event, unrecognized
@@ -31,7 +31,6 @@ from simulator.webhooks import WebhookSender, webhook_body
 
 __all__ = ["DEMO_API_TOKEN", "Faults", "Simulator", "serve"]
 
-RATE_WINDOW_SECONDS = 60.0
 # Refused unread: far past PagerDuty's 512 KB, only a broken client sends this much.
 MAX_READ_BYTES = 16 * 1024 * 1024
 THROTTLE_BODY = {
@@ -175,7 +174,7 @@ class _State:
                     faults.error_status, faults.error_body, fields.get("routing_key")))
             elif event is None or digest is None:
                 answer = (400, (rejection or unrecognized()).body())
-            elif not self._admit(digest, faults.rate_limit):
+            elif not admit(self.windows, digest, faults.rate_limit, self.clock()):
                 answer = (429, dict(THROTTLE_BODY))
             else:
                 dedup_key, change = self._ingest(event, digest, stalled)
@@ -197,17 +196,6 @@ class _State:
         if change is not None:  # posted by the sender's thread, never under the lock
             self.webhooks.send(change)
         return answer
-
-    def _admit(self, digest: str, limit: int | None) -> bool:
-        """Count the event against its routing key's sliding window, unless that is full."""
-        now = self.clock()
-        window = self.windows.setdefault(digest, deque())
-        while window and window[0] <= now - RATE_WINDOW_SECONDS:
-            window.popleft()
-        if limit is not None and len(window) >= limit:
-            return False
-        window.append(now)
-        return True
 
     def _ingest(self, event: dict[str, Any], digest: str,
                 stalled: bool = False) -> tuple[str, dict[str, Any] | None]:

@@ -33,13 +33,6 @@ INCIDENT = "look-1"
 
 
 @pytest.fixture
-def rest_sim() -> Iterator[Simulator]:
-    with Simulator(seed=5) as simulator:
-        simulator.set_faults(rate_limit=None)
-        yield simulator
-
-
-@pytest.fixture
 def routing_key() -> str:
     return random_routing_key()
 
@@ -51,7 +44,7 @@ def make_settings(sim: Simulator, redis_url: str, prefix: str, **overrides: Any)
 
 
 @pytest.fixture
-def start(rest_sim: Simulator, redis_url: str, prefix: str, redis_conn: redis.Redis,
+def start(sim: Simulator, redis_url: str, prefix: str, redis_conn: redis.Redis,
           routing_key: str) -> Callable[..., AbstractContextManager[WebhookService]]:
     """A receiver whose PagerDuty (the simulator) sends webhooks without incident_key;
     `credentials`: a run-time destination with REST credentials for PSIMSVC exists."""
@@ -59,16 +52,16 @@ def start(rest_sim: Simulator, redis_url: str, prefix: str, redis_conn: redis.Re
     @contextmanager
     def run(credentials: bool = True, max_attempts: int = 5,
             **overrides: Any) -> Iterator[WebhookService]:
-        settings = make_settings(rest_sim, redis_url, prefix, **overrides)
-        fields: dict[str, Any] = {"events_url": rest_sim.events_url}
+        settings = make_settings(sim, redis_url, prefix, **overrides)
+        fields: dict[str, Any] = {"events_url": sim.events_url}
         if credentials:
             fields |= {"pagerduty_service_id": "PSIMSVC", "pagerduty_api_url":
-                       rest_sim.rest_url, "pagerduty_from": "ops@example.com"}
+                       sim.rest_url, "pagerduty_from": "ops@example.com"}
         registry_for(settings, redis_conn).add(
             "prod", fields, routing_key, api_token=DEMO_API_TOKEN if credentials else None)
         with WebhookService(settings, claim_idle_seconds=1, block_seconds=0.2,
                             max_attempts=max_attempts) as service:
-            rest_sim.set_webhook(service.url, SECRET, include_incident_key=False)
+            sim.set_webhook(service.url, SECRET, include_incident_key=False)
             yield service
 
     return run
@@ -87,27 +80,27 @@ def unmatched(redis_conn: redis.Redis, keys: Keyspace) -> list[dict[str, str]]:
 
 
 def test_a_webhook_without_a_key_is_matched_through_one_lookup(
-        start: Callable[..., AbstractContextManager[WebhookService]], rest_sim: Simulator,
+        start: Callable[..., AbstractContextManager[WebhookService]], sim: Simulator,
         redis_conn: redis.Redis, prefix: str, routing_key: str,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     keys = Keyspace(prefix)
     with start():
         with_timeline(redis_conn, keys, INCIDENT, DEDUP)
-        trigger(rest_sim, routing_key, DEDUP)
-        rest_sim.respond(DEDUP, "acknowledge", "Jane Responder")
+        trigger(sim, routing_key, DEDUP)
+        sim.respond(DEDUP, "acknowledge", "Jane Responder")
         wait_until(lambda: stages(redis_conn, keys) == ["pagerduty_acknowledged"], 15,
                    message="the acknowledgement matched through the lookup")
-        [lookup] = lookups(rest_sim)
+        [lookup] = lookups(sim)
         assert lookup["method"] == "GET" and lookup["status"] == 200 and lookup["token_ok"]
         pd_incident = lookup["path"].rsplit("/", 1)[1]
         assert redis_conn.get(keys.webhook_pd_incident(pd_incident)) == DEDUP
-        rest_sim.respond(DEDUP, "resolve", "Jane Responder")
+        sim.respond(DEDUP, "resolve", "Jane Responder")
         wait_until(lambda: stages(redis_conn, keys) == ["pagerduty_acknowledged",
                                                         "pagerduty_resolved"], 15,
                    message="the resolve matched without a second lookup")
-        assert len(lookups(rest_sim)) == 1
-        deliveries = rest_sim.webhook_deliveries()
+        assert len(lookups(sim)) == 1
+        deliveries = sim.webhook_deliveries()
         assert deliveries and all(d["status"] == 202 for d in deliveries)
     assert unmatched(redis_conn, keys) == []
     assert DEMO_API_TOKEN not in everything_stored(redis_conn, prefix)
@@ -115,22 +108,22 @@ def test_a_webhook_without_a_key_is_matched_through_one_lookup(
 
 
 def test_without_credentials_it_stays_unmatched(
-        start: Callable[..., AbstractContextManager[WebhookService]], rest_sim: Simulator,
+        start: Callable[..., AbstractContextManager[WebhookService]], sim: Simulator,
         redis_conn: redis.Redis, prefix: str, routing_key: str) -> None:
     keys = Keyspace(prefix)
     with start(credentials=False):
         with_timeline(redis_conn, keys, INCIDENT, DEDUP)
-        trigger(rest_sim, routing_key, DEDUP)
-        rest_sim.respond(DEDUP, "acknowledge")
+        trigger(sim, routing_key, DEDUP)
+        sim.respond(DEDUP, "acknowledge")
         [kept] = wait_until(lambda: unmatched(redis_conn, keys), 15,
                             message="the webhook kept as unmatched")
     assert kept["result"] == "unmatched" and kept["event_type"] == "incident.acknowledged"
     assert "no destination has REST credentials" in kept["reason"]
-    assert lookups(rest_sim) == [] and stages(redis_conn, keys) == []
+    assert lookups(sim) == [] and stages(redis_conn, keys) == []
 
 
 def test_an_incident_pagerduty_does_not_know_is_unmatched_with_the_reason(
-        start: Callable[..., AbstractContextManager[WebhookService]], rest_sim: Simulator,
+        start: Callable[..., AbstractContextManager[WebhookService]], sim: Simulator,
         redis_conn: redis.Redis, prefix: str) -> None:
     keys = Keyspace(prefix)
     body = json.dumps({"event": {
@@ -146,11 +139,11 @@ def test_an_incident_pagerduty_does_not_know_is_unmatched_with_the_reason(
                             message="the webhook kept as unmatched")
     assert kept["result"] == "unmatched" and "PagerDuty has no incident PNOSUCH1" in \
         kept["reason"]
-    assert [r["status"] for r in lookups(rest_sim)] == [404]
+    assert [r["status"] for r in lookups(sim)] == [404]
 
 
 def test_the_rate_limit_defers_lookups(
-        start: Callable[..., AbstractContextManager[WebhookService]], rest_sim: Simulator,
+        start: Callable[..., AbstractContextManager[WebhookService]], sim: Simulator,
         redis_conn: redis.Redis, prefix: str, routing_key: str) -> None:
     keys = Keyspace(prefix)
     minute = int(time.time() // 60)
@@ -159,36 +152,36 @@ def test_the_rate_limit_defers_lookups(
         redis_conn.set(key, 3, ex=120)
     with start(webhook_lookups_per_minute=3) as service:
         with_timeline(redis_conn, keys, INCIDENT, DEDUP)
-        trigger(rest_sim, routing_key, DEDUP)
-        rest_sim.respond(DEDUP, "acknowledge")
+        trigger(sim, routing_key, DEDUP)
+        sim.respond(DEDUP, "acknowledge")
         wait_until(lambda: redis_conn.xpending(keys.webhook_inbox, GROUP)["pending"] == 1
                    and any(d["event_type"] == "incident.acknowledged" and d["status"] == 202
-                           for d in rest_sim.webhook_deliveries()), 15,
+                           for d in sim.webhook_deliveries()), 15,
                    message="the acknowledgement queued and pending")
         # taken over and deferred again (claim idle 1 s): still no lookup, nothing lost
         # (the minute may turn meanwhile: both minutes' counters started spent, at 3 each)
         wait_until(lambda: sum(int(redis_conn.get(key) or 0) for key in spent) >= 8, 15,
                    message="the lookup deferred twice")
-        assert lookups(rest_sim) == [] and unmatched(redis_conn, keys) == []
+        assert lookups(sim) == [] and unmatched(redis_conn, keys) == []
         assert service.processor.lookup is not None
         redis_conn.delete(*spent)  # a new minute
         wait_until(lambda: stages(redis_conn, keys) == ["pagerduty_acknowledged"], 20,
                    message="the deferred lookup made and matched")
-    assert len(lookups(rest_sim)) == 1
+    assert len(lookups(sim)) == 1
 
 
 def test_a_failing_pagerduty_defers_then_gives_up_after_the_attempts(
-        start: Callable[..., AbstractContextManager[WebhookService]], rest_sim: Simulator,
+        start: Callable[..., AbstractContextManager[WebhookService]], sim: Simulator,
         redis_conn: redis.Redis, prefix: str, routing_key: str) -> None:
     keys = Keyspace(prefix)
     with start(max_attempts=2, rest_timeout_seconds=2):
         with_timeline(redis_conn, keys, INCIDENT, DEDUP)
-        trigger(rest_sim, routing_key, DEDUP)
-        rest_sim.set_rest_faults(force_status=503)
-        rest_sim.respond(DEDUP, "acknowledge")
+        trigger(sim, routing_key, DEDUP)
+        sim.set_rest_faults(force_status=503)
+        sim.respond(DEDUP, "acknowledge")
         [kept] = wait_until(lambda: unmatched(redis_conn, keys), 30,
                             message="the entry set aside after its attempts")
     assert kept["result"] == "failed" and "incident lookup deferred" in kept["reason"]
     assert "HTTP 503" in kept["reason"] and DEMO_API_TOKEN not in kept["reason"]
-    assert {r["status"] for r in lookups(rest_sim)} == {503}
+    assert {r["status"] for r in lookups(sim)} == {503}
     assert redis_conn.xlen(keys.webhook_inbox) == 0

@@ -37,19 +37,12 @@ INCIDENT = "sub-1"
 
 
 @pytest.fixture
-def rest_sim() -> Iterator[Simulator]:
-    with Simulator(seed=3) as simulator:
-        simulator.set_faults(rate_limit=None)
-        yield simulator
-
-
-@pytest.fixture
 def key_ring_text() -> str:
     return generate_key()
 
 
 @pytest.fixture
-def rest_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rest_sim: Simulator,
+def rest_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Simulator,
              redis_url: str, prefix: str, key_ring_text: str) -> dict[str, str]:
     """A destinations file whose `prod` has REST credentials for the simulator's service,
     and the environment every command and the receiver read (no webhook secret)."""
@@ -57,14 +50,14 @@ def rest_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rest_sim: Simulato
     config = tmp_path / "destinations.toml"
     config.write_text(
         f'[destinations.prod]\nrouting_key_env = "PD_KEY_PROD"\n'
-        f'events_url = "{rest_sim.events_url}"\n'
+        f'events_url = "{sim.events_url}"\n'
         f'pagerduty_service_id = "PSIMSVC"\npagerduty_api_token_env = "PD_TOKEN_PROD"\n'
-        f'pagerduty_from = "ops@example.com"\npagerduty_api_url = "{rest_sim.rest_url}"\n'
+        f'pagerduty_from = "ops@example.com"\npagerduty_api_url = "{sim.rest_url}"\n'
         f'[destinations.plain]\nrouting_key_env = "PD_KEY_PROD"\n'
-        f'events_url = "{rest_sim.events_url}"\n', encoding="utf-8")
+        f'events_url = "{sim.events_url}"\n', encoding="utf-8")
     env = {"MONITAO_PD_REDIS_URL": redis_url, "MONITAO_PD_KEY_PREFIX": prefix,
            "MONITAO_PD_CONFIG": str(config), "MONITAO_PD_SECRET_KEYS": key_ring_text,
-           "MONITAO_PD_REST_CA_FILE": rest_sim.ca_file, "PD_KEY_PROD": routing_key,
+           "MONITAO_PD_REST_CA_FILE": sim.ca_file, "PD_KEY_PROD": routing_key,
            "PD_TOKEN_PROD": DEMO_API_TOKEN}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -124,7 +117,7 @@ def opened_secret(redis_conn: redis.Redis, keys: Keyspace, key_ring_text: str,
 
 
 def test_subscribe_accept_list_unsubscribe(
-        rest_sim: Simulator, rest_env: dict[str, str], live_receiver: WebhookService,
+        sim: Simulator, rest_env: dict[str, str], live_receiver: WebhookService,
         redis_conn: redis.Redis, prefix: str, key_ring_text: str,
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -133,7 +126,7 @@ def test_subscribe_accept_list_unsubscribe(
     assert main(["webhooks", "subscribe", "--destination", "prod",
                  "--url", live_receiver.url]) == 0
     out = capsys.readouterr().out
-    [made] = rest_sim.webhook_subscriptions()
+    [made] = sim.webhook_subscriptions()
     assert made["filter"]["id"] == "PSIMSVC" and \
         made["delivery_method"]["url"] == live_receiver.url
     assert "incident.acknowledged" in made["events"]
@@ -148,12 +141,12 @@ def test_subscribe_accept_list_unsubscribe(
 
     # the simulator's webhook, signed with the new secret, reaches the incident's timeline
     with_timeline(redis_conn, keys)
-    trigger(rest_sim, rest_env["PD_KEY_PROD"])
-    assert rest_sim.respond(DEDUP, "acknowledge", "Jane Responder") is not None
+    trigger(sim, rest_env["PD_KEY_PROD"])
+    assert sim.respond(DEDUP, "acknowledge", "Jane Responder") is not None
     [acknowledged] = wait_until(lambda: entries(redis_conn, keys, INCIDENT), 15,
                                 message="the acknowledgement in the timeline")
     assert acknowledged["stage"] == "pagerduty_acknowledged"
-    deliveries = {d["event_type"]: d["status"] for d in rest_sim.webhook_deliveries()
+    deliveries = {d["event_type"]: d["status"] for d in sim.webhook_deliveries()
                   if d["target"] == made["id"]}
     assert deliveries["incident.acknowledged"] == 202
 
@@ -161,7 +154,7 @@ def test_subscribe_accept_list_unsubscribe(
     assert main(["webhooks", "subscribe", "--destination", "prod",
                  "--url", live_receiver.url]) == 2
     assert made["id"] in capsys.readouterr().err
-    assert len(rest_sim.webhook_subscriptions()) == 1
+    assert len(sim.webhook_subscriptions()) == 1
 
     assert main(["webhooks", "subscriptions"]) == 0
     listing = capsys.readouterr().out
@@ -183,7 +176,7 @@ def test_subscribe_accept_list_unsubscribe(
     assert answer("before") == 202
     assert main(["webhooks", "unsubscribe", made["id"]]) == 0
     assert "at PagerDuty: deleted" in capsys.readouterr().out
-    assert rest_sim.webhook_subscriptions() == []
+    assert sim.webhook_subscriptions() == []
     assert not redis_conn.exists(keys.webhook_subscription(made["id"]))
     assert redis_conn.zcard(keys.webhook_subscriptions) == 0
     attempts = iter(range(1000))
@@ -202,17 +195,17 @@ def test_subscribe_accept_list_unsubscribe(
 
 
 def test_subscribe_refuses_without_a_key_ring_before_calling_pagerduty(
-        rest_sim: Simulator, rest_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        sim: Simulator, rest_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("MONITAO_PD_SECRET_KEYS")
     assert main(["webhooks", "subscribe", "--destination", "prod",
                  "--url", "https://hooks.example.com/webhooks/pagerduty"]) == 2
     err = capsys.readouterr().err
     assert "MONITAO_PD_SECRET_KEYS is not set" in err and "Traceback" not in err
-    assert rest_sim.rest_requests() == [] and rest_sim.webhook_subscriptions() == []
+    assert sim.rest_requests() == [] and sim.webhook_subscriptions() == []
 
 
-def test_subscribe_names_what_is_wrong(rest_sim: Simulator, rest_env: dict[str, str],
+def test_subscribe_names_what_is_wrong(sim: Simulator, rest_env: dict[str, str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     url = "https://hooks.example.com/webhooks/pagerduty"
     assert main(["webhooks", "subscribe", "--destination", "plain", "--url", url]) == 2
@@ -223,30 +216,30 @@ def test_subscribe_names_what_is_wrong(rest_sim: Simulator, rest_env: dict[str, 
                  "ftp://x\x1b[2J"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b" in err
-    rest_sim.set_rest_faults(force_status=401)
+    sim.set_rest_faults(force_status=401)
     assert main(["webhooks", "subscribe", "--destination", "prod", "--url", url]) == 2
     err = capsys.readouterr().err
     assert "HTTP 401" in err and DEMO_API_TOKEN not in err
-    assert rest_sim.webhook_subscriptions() == []
+    assert sim.webhook_subscriptions() == []
 
 
 def test_statuses_and_unsubscribing_one_gone_at_pagerduty(
-        rest_sim: Simulator, rest_settings: Settings, redis_conn: redis.Redis,
+        sim: Simulator, rest_settings: Settings, redis_conn: redis.Redis,
         capsys: pytest.CaptureFixture[str]) -> None:
     subscriptions = Subscriptions(redis_conn, rest_settings)
     first = subscriptions.subscribe("prod", "https://a.example.com/webhooks/pagerduty")
     second = subscriptions.subscribe("prod", "https://b.example.com/webhooks/pagerduty")
     # deleted behind our back (in PagerDuty's web UI)
-    httpx.delete(f"{rest_sim.rest_url}/webhook_subscriptions/{second.id}",
+    httpx.delete(f"{sim.rest_url}/webhook_subscriptions/{second.id}",
                  headers={"Authorization": f"Token token={DEMO_API_TOKEN}"},
-                 verify=rest_sim.client_ssl_context(), timeout=10).raise_for_status()
+                 verify=sim.client_ssl_context(), timeout=10).raise_for_status()
     statuses = {s.id: s.status for s in subscriptions.listing()}
     assert statuses == {first.id: ACTIVE, second.id: DELETED}
-    rest_sim.set_rest_faults(force_status=500)
+    sim.set_rest_faults(force_status=500)
     [status, _] = [s.status for s in subscriptions.listing()]
     assert status is not None and status.startswith("unknown: GET /webhook_subscriptions/")
     assert "HTTP 500" in status
-    rest_sim.set_rest_faults(force_status=None)
+    sim.set_rest_faults(force_status=None)
     assert subscriptions.unsubscribe(second.id).at_pagerduty == "already gone"
     assert [s.id for s in subscriptions.stored()] == [first.id]
 
@@ -293,7 +286,7 @@ def test_secrets_are_reread_only_when_the_version_moves(
 
 
 def test_reencrypt_reseals_the_secrets_under_the_new_first_key(
-        rest_sim: Simulator, rest_env: dict[str, str], redis_conn: redis.Redis, prefix: str,
+        sim: Simulator, rest_env: dict[str, str], redis_conn: redis.Redis, prefix: str,
         key_ring_text: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     made = Subscriptions(redis_conn, load_settings()).subscribe(
