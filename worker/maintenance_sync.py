@@ -52,6 +52,7 @@ from worker.maintenance_sync_state import (
     Target,
     credentials_digest,
     drop_state,
+    fleet_id,
     marker,
     next_due_ms,
     not_synced,
@@ -98,6 +99,7 @@ class MaintenanceSync:
                  lock_seconds: float = defaults.MAINTENANCE_SYNC_LOCK_SECONDS,
                  poll_seconds: float = defaults.MAINTENANCE_SYNC_POLL_SECONDS) -> None:
         self.client, self.keys, self.destinations = client, keys, destinations
+        self.fleet = fleet_id(keys)
         self.key_ring, self.ca_file, self.timeout, self.attempts = (key_ring, ca_file, timeout,
                                                                     attempts)
         self.period_seconds, self.poll_seconds = period_seconds, poll_seconds
@@ -258,7 +260,7 @@ class MaintenanceSync:
         if not_synced(window, destination) is not None:
             return self._retire(state, destination, now, clients) if state else "unchanged"
         assert destination is not None
-        target = target_of(window, now)
+        target = target_of(window, now, self.fleet)
         if target is None:  # a one-off window over: PagerDuty's ended with it
             if state is not None and state.status != "synced":
                 drop_state(self.client, self.keys, window.id)  # nothing left to retry
@@ -326,7 +328,7 @@ class MaintenanceSync:
     def _adopt(self, rest: PagerDutyRest, window_id: str, target: Target) -> str | None:
         """An open window of the service carrying the window's marker (one a create whose
         answer was lost made), brought to `target`; extra ones are deleted. None: none."""
-        sign = marker(window_id)
+        sign = marker(window_id, self.fleet)
         found = [w for w in rest.maintenance_windows()
                  if sign in str(w.get("description") or "") and w.get("id")]
         if not found:

@@ -42,9 +42,16 @@ REASON_CHARS = 300
 PAGE = 1000
 
 
-def marker(window_id: str) -> str:
-    """What PagerDuty's window description carries to name its MoniTao window."""
-    return f"[monitao:{window_id}]"
+def marker(window_id: str, fleet: str = "") -> str:
+    """What PagerDuty's window description carries to name its MoniTao window: the window
+    id and `fleet` (`fleet_id`), so two fleets sharing a PagerDuty service (production and
+    staging, say) never adopt, change or delete each other's windows."""
+    return f"[monitao:{fleet}:{window_id}]" if fleet else f"[monitao:{window_id}]"
+
+
+def fleet_id(keys: Keyspace) -> str:
+    """A short, stable name of the fleet (a hash of its key prefix) for `marker`."""
+    return hashlib.sha256(keys.prefix.encode()).hexdigest()[:6]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ def not_synced(window: MaintenanceWindow, destination: Destination | None) -> st
     return None
 
 
-def target_of(window: MaintenanceWindow, now: datetime) -> Target | None:
+def target_of(window: MaintenanceWindow, now: datetime, fleet: str = "") -> Target | None:
     """PagerDuty's window for `window` at `now`: a one-off window's span until it ends, a
     weekly one's current occurrence while active, else its next; None once a one-off is
     over."""
@@ -81,7 +88,8 @@ def target_of(window: MaintenanceWindow, now: datetime) -> Target | None:
     if span is None:
         return None
     reason = printable(window.reason or window.describe())[:DESCRIPTION_CHARS]
-    return Target(span[0], span[1], f"MoniTao maintenance: {reason} {marker(window.id)}")
+    return Target(span[0], span[1],
+                  f"MoniTao maintenance: {reason} {marker(window.id, fleet)}")
 
 
 def backoff_ms(attempts: int, retryable: bool, *, base_seconds: float,
@@ -221,16 +229,18 @@ def next_due_ms(client: redis.Redis, keys: Keyspace) -> float:
 # --- what the doors show ----------------------------------------------------------------------
 
 def sync_column(window: MaintenanceWindow, destination: Destination | None,
-                state: SyncState | None, now: datetime) -> tuple[str | None, str | None]:
+                state: SyncState | None, now: datetime,
+                fleet: str = "") -> tuple[str | None, str | None]:
     """A window's `sync` (`synced`, `pending`, `failed: why`, `not synced: why`, or None for
-    a destination without REST credentials) and its PagerDuty window id."""
+    a destination without REST credentials) and its PagerDuty window id (`fleet`: the
+    fleet's `fleet_id`, as the reconciler marks windows)."""
     why = not_synced(window, destination)
     pd_id = state.pd_id or None if state is not None else None
     if why == NO_REST:
         return None, pd_id
     if why is not None:
         return f"not synced: {why}", pd_id
-    target = target_of(window, now)
+    target = target_of(window, now, fleet)
     if state is None:
         return ("pending" if target is not None else f"not synced: {ALREADY_OVER}"), None
     if state.status == "synced" and target is not None \

@@ -21,7 +21,7 @@ from config.lookup import DestinationLookup
 from config.maintenance import MaintenanceWindow
 from config.settings import describe_validation_error
 from worker.maintenance import add_window, all_windows, held_keys, remove_window
-from worker.maintenance_sync_state import SyncState, read_states, sync_column
+from worker.maintenance_sync_state import SyncState, fleet_id, read_states, sync_column
 
 
 def add(client: redis.Redis, keys: Keyspace, destinations: DestinationLookup,
@@ -69,7 +69,7 @@ def row(client: redis.Redis, keys: Keyspace, window: MaintenanceWindow,
     if state is None:
         state = read_states(client, keys, [window.id]).get(window.id)
     destination = destinations.get(window.destination) if destinations is not None else None
-    sync, pd_id = sync_column(window, destination, state, now)
+    sync, pd_id = sync_column(window, destination, state, now, fleet_id(keys))
     return dict(window.model_dump(mode="json"), when=window.describe(),
                 active_until=until.isoformat() if until else None,
                 holding=held_keys(client, keys, window.id) if window.origin == "runtime"

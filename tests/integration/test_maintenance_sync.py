@@ -29,7 +29,7 @@ from tests.conftest import Fleet, wait_until
 from worker import maintenance_windows
 from worker.maintenance import add_window, remove_window
 from worker.maintenance_sync import MaintenanceSync
-from worker.maintenance_sync_state import read_states
+from worker.maintenance_sync_state import fleet_id, read_states
 
 GOOD_TOKEN = "good-" + secrets.token_hex(12)
 BAD_TOKEN = "bad-" + secrets.token_hex(12)
@@ -96,7 +96,8 @@ def test_a_window_added_changed_and_removed_follows_on_pagerduty(
     assert sync.run_once()["created"] == 1
     [pd] = windows_on(sim)
     assert (when(pd["start_time"]), when(pd["end_time"])) == (window.start, window.end)
-    assert pd["description"] == "MoniTao maintenance: db upgrade [monitao:deploy]"
+    fleet = fleet_id(Keyspace(prefix))
+    assert pd["description"] == f"MoniTao maintenance: db upgrade [monitao:{fleet}:deploy]"
     assert [s["id"] for s in pd["services"]] == ["PSIMSVC"]
     [row] = maintenance_windows.listing(redis_conn, keys, lookup)
     assert (row["sync"], row["pagerduty_window_id"]) == ("synced", pd["id"])
@@ -278,6 +279,30 @@ def test_two_reconcilers_at_once_make_one_window(
     assert sorted(r is None for r in results) == [False, True]  # one held the lock
     assert len(windows_on(sim)) == 1
     assert not redis_conn.exists(keys.maintenance_sync_lock)
+
+
+def test_two_fleets_on_one_service_leave_each_others_windows_alone(
+        redis_conn: redis.Redis, prefix: str, sim: Simulator, lookup: DestinationLookup,
+        make_sync: Callable[..., MaintenanceSync]) -> None:
+    other_keys = Keyspace(prefix + "other:")
+    other = MaintenanceSync(redis_conn, other_keys,
+                            DestinationLookup(redis_conn, other_keys, file_destinations=dict(
+                                lookup.file_items())),
+                            ca_file=sim.ca_file, timeout=5, attempts=1)
+    try:
+        ours = one_off("deploy")
+        add_window(redis_conn, Keyspace(prefix), ours)
+        add_window(redis_conn, other_keys, one_off("deploy", hours=3))
+        assert make_sync().run_once()["created"] == 1
+        assert other.run_once()["created"] == 1  # not adopted: the other fleet's marker
+        assert len(windows_on(sim)) == 2
+        remove_window(redis_conn, other_keys, "deploy")
+        other.run_once()
+        [left] = windows_on(sim)
+        assert when(left["start_time"]) == ours.start
+    finally:
+        for key in redis_conn.scan_iter(match=f"{prefix}other:*"):
+            redis_conn.delete(key)
 
 
 def test_a_removed_run_time_destination_has_its_windows_deleted_with_the_kept_token(
