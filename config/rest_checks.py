@@ -125,13 +125,26 @@ class RestChecks:
         kept = self.read(d.name for d in chosen)
         stale = [d for d in chosen
                  if d.name not in kept or now - kept[d.name].checked_at > FRESH_SECONDS]
-        fresh = check_all(stale[:limit], ca_file=ca_file)
+        # a process that cannot open a token (no key ring, the file's variable unset
+        # here) checks nothing for it and keeps what a process that can found
+        closed = {d.name: why for d in stale[:limit] if (why := _unopened(d))}
+        fresh = check_all([d for d in stale[:limit] if d.name not in closed], ca_file=ca_file)
         self.record(fresh)
         self.forget(d.name for d in chosen)
         results = {**kept, **{c.destination: c for c in fresh}}
-        return [results.get(d.name) or RestCheck(d.name, d.pagerduty_service_id or "-",
-                                                 "not checked yet", unreachable=True)
-                for d in chosen]
+        return [results.get(d.name) or RestCheck(
+            d.name, d.pagerduty_service_id or "-",
+            f"not checked here: {closed[d.name]}" if d.name in closed else "not checked yet",
+            unreachable=True) for d in chosen]
+
+
+def _unopened(destination: Destination) -> str | None:
+    """Why this process cannot open the destination's API token, or None."""
+    try:
+        destination.api_token()
+    except (UndecryptableError, ConfigurationError) as exc:
+        return str(exc)
+    return None
 
 
 def summary(checks: list[RestCheck], shown: int = 3) -> str:

@@ -3,6 +3,8 @@ registry, the API token sealed like a routing key and only ever described."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -132,3 +134,20 @@ def test_with_rest_lists_file_and_run_time_destinations_with_credentials(
     registry.remove("other")
     assert [d.name for d in registry.with_rest()] == ["ops"]
     assert registry.for_service("PSVC9") == []
+
+
+def test_status_keeps_what_a_process_that_can_open_the_token_found(redis_conn,
+                                                                  prefix: str) -> None:
+    from config.rest_checks import RestCheck, RestChecks
+
+    table = {"destinations": {"ops": {"routing_key": random_routing_key(),
+                                      "pagerduty_service_id": "PFILE1",
+                                      "pagerduty_api_token_env": "PD_API"}}}
+    unresolved = parse_destinations(table, environ={}, resolve_secrets=False)["ops"]
+    checks = RestChecks(redis_conn, Keyspace(prefix))
+    [shown] = checks.refreshed([unresolved])  # no token here: nothing is asked, or kept
+    assert shown.problem is not None and shown.problem.startswith("not checked here: ")
+    assert checks.read(["ops"]) == {}
+    found = RestCheck("ops", "PFILE1", None, checked_at=time.time())
+    checks.record([found])  # what a process with the token found
+    assert checks.refreshed([unresolved]) == [found]
