@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import threading
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FAULT_NAMES", "Faults", "admit", "check_fault"]
+__all__ = ["FAULT_NAMES", "Faults", "admit", "apply_faults", "check_fault"]
 
 
 @dataclasses.dataclass
@@ -88,3 +90,14 @@ def admit(windows: dict[str, deque[float]], key: str, limit: int | None, now: fl
         return False
     window.append(now)
     return True
+
+
+def apply_faults(faults: Faults, changes: Mapping[str, Any],
+                 lock: threading.Lock) -> dict[str, Any]:
+    """Check every change (ValueError naming the first bad one, nothing changed), then
+    make them all at once under `lock`; return the faults now."""
+    checked = {name: check_fault(name, value) for name, value in changes.items()}
+    with lock:
+        for name, value in checked.items():
+            setattr(faults, name, value)
+        return dataclasses.asdict(faults)

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from simulator.faults import Faults, admit, check_fault
+from simulator.faults import Faults, admit, apply_faults
 from simulator.rest_models import (
     API_ORIGIN,
     RestError,
@@ -151,11 +151,7 @@ class RestState:
             return service["id"], service["name"]
 
     def set_faults(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        checked = {name: check_fault(name, value) for name, value in changes.items()}
-        with self.lock:
-            for name, value in checked.items():
-                setattr(self.faults, name, value)
-            return dataclasses.asdict(self.faults)
+        return apply_faults(self.faults, changes, self.lock)
 
     def reset(self) -> None:
         """Forget windows, subscriptions, the request log and rate windows; restore the

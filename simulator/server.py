@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from simulator.faults import FAULT_NAMES, Faults, admit, check_fault
+from simulator.faults import FAULT_NAMES, Faults, admit, apply_faults
 from simulator.rest import DEMO_API_TOKEN, RestState, control
 from simulator.tls import Certificates, make_certificates
 from simulator.validation import InvalidEvent, parse_event, unrecognized
@@ -113,11 +113,7 @@ class _State:
             return (self.faults.latency_ms + jitter) / 1000.0
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
-        checked = {name: check_fault(name, value) for name, value in changes.items()}
-        with self.lock:
-            for name, value in checked.items():
-                setattr(self.faults, name, value)
-            return dataclasses.asdict(self.faults)
+        return apply_faults(self.faults, changes, self.lock)
 
     def reset(self) -> None:
         with self.lock:
