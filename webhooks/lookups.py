@@ -46,7 +46,13 @@ RestFactory = Callable[[Destination], PagerDutyRest | None]
 
 class LookupDeferred(Exception):
     """The lookup cannot be made now (the token's rate limit, PagerDuty unavailable): the
-    entry is retried later."""
+    entry is retried later. `counts`: whether the deferral uses up one of the entry's
+    attempts (PagerDuty failing does; waiting for the token's budget does not, so a storm
+    of key-less webhooks is matched late rather than set aside)."""
+
+    def __init__(self, message: str, *, counts: bool = True) -> None:
+        super().__init__(message)
+        self.counts = counts
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class IncidentLookup:
         count = int(pipe.execute()[0])
         if count > self.per_minute:
             raise LookupDeferred(f"over {self.per_minute} incident lookups this minute for "
-                                 "this API token; tried again later")
+                                 "this API token; tried again later", counts=False)
 
     def _report(self, name: str, exc: Exception) -> None:
         if name in self._reported:

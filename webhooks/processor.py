@@ -13,8 +13,9 @@ For one entry:
 - no dedup_key at all (no `data.incident_key`, and no earlier webhook of its PagerDuty
   incident gave one): when a destination has REST credentials for the incident's service,
   the incident is looked up (`webhooks.lookups`; the answer is remembered) and matched by
-  its incident_key; a lookup that cannot be made now (rate limit, PagerDuty unavailable)
-  leaves the entry pending, retried like a failure below; without credentials, or for an
+  its incident_key; a lookup that cannot be made now leaves the entry pending: PagerDuty
+  unavailable, retried like a failure below; the token's rate limit reached, retried
+  likewise without using up an attempt (its delivery count set back); without credentials, or for an
   incident PagerDuty does not know, `unmatched` with the reason;
 - else `matched`: MoniTao's callback is queued first (idempotent by PagerDuty's event
   id, so a re-run after a crash queues it once), then the timeline entry is written
@@ -198,6 +199,9 @@ class Processor:
         except REDIS_UNAVAILABLE:
             raise
         except LookupDeferred as exc:  # expected: no traceback
+            if not exc.counts:
+                self._keep_attempts(entry_id, delivery)
+                return "retrying"
             cause, expected = f"incident lookup deferred: {exc}"[:KEPT_ERROR_CHARS], True
         except Exception as exc:  # one entry's failure must not stop the others
             if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
@@ -210,6 +214,12 @@ class Processor:
                         exc_info=delivery == 1 and not expected)
             return "retrying"
         return self._give_up(entry_id, fields, f"processing failed {delivery} times: {cause}")
+
+    def _keep_attempts(self, entry_id: str, delivery: int) -> None:
+        """Leave the entry pending as if this delivery had not happened (its delivery count
+        set back), to be taken over again after the claim idle time."""
+        self.client.xclaim(self.keys.webhook_inbox, GROUP, self.consumer, 0, [entry_id],
+                           retrycount=delivery - 1, justid=True)
 
     def _give_up(self, entry_id: str, fields: dict[str, str], reason: str) -> str:
         body = fields.get("body", "")
