@@ -580,13 +580,20 @@ class Registry:
         names += self.client.zrange(self.keys.service_destinations(service_id), 0, 49)
         return names
 
-    def with_rest(self, limit: int = MAX_PAGE) -> list[Destination]:
-        """The destinations (file's, then run-time in name order, at most `limit` of those)
-        with REST credentials; run-time ones that no longer load are left out."""
-        found = [d for _, d in sorted(self.file.items()) if d.has_rest]
-        names = self.client.zrange(self.keys.rest_destinations, 0, limit - 1)
-        found += [d for d in self.load_many(names).values() if d is not None and d.has_rest]
-        return found
+    def rest_names(self, limit: int = MAX_PAGE) -> list[str]:
+        """Names of the destinations with REST credentials: the file's, then run-time ones
+        in name order (at most `limit` of those)."""
+        return ([name for name, d in sorted(self.file.items()) if d.has_rest]
+                + self.client.zrange(self.keys.rest_destinations, 0, limit - 1))
+
+    def with_rest(self, limit: int = MAX_PAGE, *,
+                  names: list[str] | None = None) -> list[Destination]:
+        """The destinations with REST credentials (`rest_names`, or only those of `names`),
+        in that order; run-time ones that no longer load are left out."""
+        names = self.rest_names(limit) if names is None else names
+        loaded = self.load_many([n for n in names if n not in self.file])
+        found = [self.file.get(n) or loaded.get(n) for n in names]
+        return [d for d in found if d is not None and d.has_rest]
 
     def removed(self, name: str) -> bool:
         """Whether a run-time destination of this name was removed (its tombstone is there)."""

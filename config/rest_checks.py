@@ -22,10 +22,13 @@ from config.destinations import Destination
 from config.errors import ConfigurationError, UndecryptableError
 from config.keyspace import Keyspace
 from config.pagerduty_rest import RestError, rest_client
+from config.registry import Registry
 from config.text import printable
 
 FRESH_SECONDS = 300.0
 CHECKS_PER_STATUS = 10
+# Run-time destinations whose results `status` shows (the file's are all shown).
+LISTED = 200
 PARALLEL = 8
 # A status call waits at most about this long for PagerDuty (one attempt, this timeout).
 STATUS_TIMEOUT_SECONDS = 5.0
@@ -114,28 +117,30 @@ class RestChecks:
         if stale:
             self.client.hdel(self.key, *stale)
 
-    def refreshed(self, destinations: Iterable[Destination], *,
-                  ca_file: Path | str | None = None, limit: int = CHECKS_PER_STATUS,
+    def refreshed(self, registry: Registry, *, ca_file: Path | str | None = None,
+                  listed: int = LISTED, limit: int = CHECKS_PER_STATUS,
                   now: float | None = None) -> list[RestCheck]:
-        """The result of each destination with credentials: kept ones younger than
-        `FRESH_SECONDS`, the others checked now (at most `limit`; the rest are reported
-        as not checked yet)."""
+        """The result of each destination with credentials (`registry.rest_names(listed)`):
+        kept ones younger than `FRESH_SECONDS`; the others checked now, at most `limit`
+        (only those are loaded), the rest reported as they were, or not checked yet."""
         now = time.time() if now is None else now
-        chosen = [d for d in destinations if d.has_rest]
-        kept = self.read(d.name for d in chosen)
-        stale = [d for d in chosen
-                 if d.name not in kept or now - kept[d.name].checked_at > FRESH_SECONDS]
+        names = registry.rest_names(listed)
+        kept = self.read(names)
+        stale = [n for n in names
+                 if n not in kept or now - kept[n].checked_at > FRESH_SECONDS][:limit]
+        due = registry.with_rest(names=stale)
         # a process that cannot open a token (no key ring, the file's variable unset
         # here) checks nothing for it and keeps what a process that can found
-        closed = {d.name: why for d in stale[:limit] if (why := _unopened(d))}
-        fresh = check_all([d for d in stale[:limit] if d.name not in closed], ca_file=ca_file)
+        closed = {d.name: why for d in due if (why := _unopened(d))}
+        fresh = check_all([d for d in due if d.name not in closed], ca_file=ca_file)
         self.record(fresh)
-        self.forget(d.name for d in chosen)
+        self.forget(names)
         results = {**kept, **{c.destination: c for c in fresh}}
-        return [results.get(d.name) or RestCheck(
-            d.name, d.pagerduty_service_id or "-",
-            f"not checked here: {closed[d.name]}" if d.name in closed else "not checked yet",
-            unreachable=True) for d in chosen]
+        services = {d.name: d.pagerduty_service_id or "-" for d in due}
+        return [results.get(n) or RestCheck(
+            n, services.get(n, "-"),
+            f"not checked here: {closed[n]}" if n in closed else "not checked yet",
+            unreachable=True) for n in names]
 
 
 def _unopened(destination: Destination) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -33,8 +34,6 @@ from worker.timeline import redis_millis
 PAGE = 1000
 # How long `fleet_status` waits for workers to answer a ping, unless told.
 DEFAULT_PING_TIMEOUT = 1.0
-# Run-time destinations whose REST credentials `status` shows (the file's are all shown).
-REST_CHECKED = 200
 
 
 @dataclass
@@ -266,7 +265,7 @@ def fleet_status(settings: Settings, *, max_age: float, ping_timeout: float,
                         file_destinations=_with_secrets(settings, destinations))
     result["registry"] = registry.key_usage().as_dict()
     checks = RestChecks(client, Keyspace(settings.key_prefix)).refreshed(
-        registry.with_rest(limit=REST_CHECKED), ca_file=settings.rest_ca_file)
+        registry, ca_file=settings.rest_ca_file)
     result["rest_credentials"] = rest_checks.as_dict(checks)
     result["rest_summary"] = rest_checks.summary(checks) if checks else None
     result["maintenance_sync"] = sync_summary(client, Keyspace(settings.key_prefix))
@@ -304,9 +303,25 @@ def _with_secrets(settings: Settings, destinations: Mapping[str, Destination] | 
     if settings.config is None:
         return given
     try:
-        return load_destinations(settings.config)
-    except ConfigurationError:
+        return _resolved_file(Path(settings.config))
+    except (ConfigurationError, OSError):
         return given
+
+
+# The destinations file with secrets, as last read by this process (a status page refreshed
+# every few seconds does not read and parse it each time): path, its stat, destinations.
+_RESOLVED: list[tuple[Path, tuple[int, int], Mapping[str, Destination]]] = []
+
+
+def _resolved_file(path: Path) -> Mapping[str, Destination]:
+    """`load_destinations(path)`, read again only when the file changed."""
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    if _RESOLVED and _RESOLVED[0][:2] == (path, version):
+        return _RESOLVED[0][2]
+    found = load_destinations(path)
+    _RESOLVED[:] = [(path, version, found)]
+    return found
 
 
 def ping_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> list[str]:

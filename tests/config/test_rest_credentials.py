@@ -145,9 +145,10 @@ def test_status_keeps_what_a_process_that_can_open_the_token_found(redis_conn,
                                       "pagerduty_api_token_env": "PD_API"}}}
     unresolved = parse_destinations(table, environ={}, resolve_secrets=False)["ops"]
     checks = RestChecks(redis_conn, Keyspace(prefix))
-    [shown] = checks.refreshed([unresolved])  # no token here: nothing is asked, or kept
+    registry = Registry(redis_conn, Keyspace(prefix), file_destinations={"ops": unresolved})
+    [shown] = checks.refreshed(registry)  # no token here: nothing is asked, or kept
     assert shown.problem is not None and shown.problem.startswith("not checked here: ")
     assert checks.read(["ops"]) == {}
     found = RestCheck("ops", "PFILE1", None, checked_at=time.time())
     checks.record([found])  # what a process with the token found
-    assert checks.refreshed([unresolved]) == [found]
+    assert checks.refreshed(registry) == [found]
