@@ -69,14 +69,19 @@ def status_of(exc: MonitaoPDError) -> int:
     return 503  # RedisUnavailableError, ConfigurationError: the service cannot answer now
 
 
+def describe(exc: MonitaoPDError) -> tuple[int, str, list[str] | None]:
+    """A project error as every door answers it: the HTTP status, the detail and the
+    problems (one per line, for invalid input and configuration)."""
+    if isinstance(exc, InvalidInputError):
+        return status_of(exc), exc.summary, exc.problems
+    if isinstance(exc, ConfigurationError):
+        return status_of(exc), "the service's configuration is invalid", exc.problems
+    return status_of(exc), str(exc), None
+
+
 def _project_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, MonitaoPDError)
-    status = status_of(exc)
-    detail, problems = str(exc), None
-    if isinstance(exc, InvalidInputError):
-        detail, problems = exc.summary, exc.problems
-    elif isinstance(exc, ConfigurationError):
-        detail, problems = "the service's configuration is invalid", exc.problems
+    status, detail, problems = describe(exc)
     if status == 503:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

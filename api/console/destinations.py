@@ -27,6 +27,7 @@ from api.console.dependencies import (
 )
 from api.console.rendering import render, stream
 from api.console.sessions import Session
+from api.problems import describe
 from config import defaults
 from config.destinations import DEFAULT_SEVERITY_MAP, Severity
 from config.errors import ConfigurationError, ConflictError, InvalidInputError, MonitaoPDError
@@ -102,12 +103,10 @@ def _form_page(request: Request, *, record: DestinationRecord | None, form: Form
 
 
 def _refusal(exc: MonitaoPDError) -> tuple[list[str], int]:
-    """A registry's refusal as the form's problem lines and status."""
-    if isinstance(exc, InvalidInputError):
-        return exc.problems, 422
-    if isinstance(exc, ConfigurationError):
-        return exc.problems, 503
-    return [str(exc)], 409 if isinstance(exc, ConflictError) else 404
+    """A registry's refusal as the form's problem lines and status (as the API answers
+    it)."""
+    status, detail, problems = describe(exc)
+    return problems or [detail], status
 
 
 @router.get("", response_class=HTMLResponse)

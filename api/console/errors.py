@@ -21,13 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.console.dependencies import CsrfRefused, NotSignedIn
 from api.console.rendering import SECURITY_HEADERS, render
 from api.limits import BodyTooLarge, BodyTooSlow
-from api.problems import TITLES, describe_request_errors, status_of
+from api.problems import TITLES, describe, describe_request_errors
 from config.errors import (
-    ConfigurationError,
-    ConflictError,
-    InvalidInputError,
     MonitaoPDError,
-    PermissionDeniedError,
     RedisUnavailableError,
 )
 
@@ -66,14 +62,7 @@ def _csrf_refused(request: Request, exc: Exception) -> HTMLResponse:
 
 def _project_error(request: Request, exc: Exception) -> HTMLResponse:
     assert isinstance(exc, MonitaoPDError)
-    status = status_of(exc)
-    detail, problems = str(exc), None
-    if isinstance(exc, InvalidInputError):
-        detail, problems = exc.summary, exc.problems
-    elif isinstance(exc, ConfigurationError):
-        detail, problems = "the service's configuration is invalid", exc.problems
-    elif isinstance(exc, PermissionDeniedError | ConflictError):
-        detail = str(exc)
+    status, detail, problems = describe(exc)
     if status == 503:
         log.warning("console %s %s: %s", request.method, request.url.path, exc)
     return error_page(request, status, detail, problems)
