@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import httpx
 import pytest
 import redis
 from pydantic import SecretStr
@@ -22,6 +23,7 @@ from cli.main import cli
 from config import defaults
 from config.embedded_redis import free_port, redis_server_binary
 from config.settings import Settings
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -148,12 +150,39 @@ def redis_started_by(argv: list[str], workdir: Path) -> Iterator[StartedRedis]:
         _wait_for_redis(process, port, log)
         yield StartedRedis(process.pid, port)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process, 10)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if the process lingers past `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def serve_and_probe(args: list[str], environment: dict[str, str], port: int,
+                    paths: set[str], what: str) -> None:
+    """Run `monitao-pd ARGS` with `environment` until each of `paths` on `port` answers
+    200 (30 s at most each), then check another path answers 404; stop it."""
+    process = subprocess.Popen(["monitao-pd", *args], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answer(path: str) -> int | None:
+            assert process.poll() is None, f"{what} exited with {process.returncode}"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+            except httpx.TransportError:
+                return None
+
+        for path in paths:
+            assert wait_until(lambda path=path: answer(path), timeout=30,
+                              message=f"{what} to answer its probe") == 200
+        assert answer("/health") == 404
+    finally:
+        stop(process)
 
 
 def _wait_for_redis(process: subprocess.Popen[bytes], port: int, log: Path,

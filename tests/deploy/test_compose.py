@@ -38,6 +38,7 @@ from tests.deploy.helpers import (
     script_environment,
     secret_settings,
     settings_variables,
+    stop,
 )
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -486,12 +487,7 @@ def test_the_api_serves_with_its_secrets_and_its_healthcheck_follows_redis(
         wait_until(lambda: not healthy(), timeout=30, message="the healthcheck to fail")
     finally:
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop(process)
 
 
 def test_config_and_build_paths_exist() -> None:

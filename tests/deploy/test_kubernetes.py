@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -31,7 +30,6 @@ from config.destinations import parse_destinations
 from config.embedded_redis import free_port
 from config.secrets import generate_key
 from config.settings import load_settings
-from tests.conftest import wait_until
 from tests.deploy.helpers import (
     DEPLOY,
     IMAGE_UID,
@@ -44,6 +42,7 @@ from tests.deploy.helpers import (
     redis_started_by,
     script_environment,
     secret_settings,
+    serve_and_probe,
     settings_variables,
 )
 
@@ -691,29 +690,8 @@ def test_the_probes_ask_the_real_receiver(redis_url: str, prefix: str) -> None:
     environment = script_environment() | container_environment(
         webhooks(), MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix,
         MONITAO_PD_SECRET_KEYS=generate_key())
-    process = subprocess.Popen(["monitao-pd", *args], env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
-
-        def answer(path: str) -> int | None:
-            assert process.poll() is None, f"the receiver exited with {process.returncode}"
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
-            except httpx.TransportError:
-                return None
-
-        for path in paths:
-            assert wait_until(lambda path=path: answer(path), timeout=30,
-                              message="the receiver to answer its probe") == 200
-        assert answer("/health") == 404
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+    serve_and_probe(args, environment, port, paths, "the receiver")
 
 
 # --- the HTTP API ------------------------------------------------------------------------------
@@ -776,26 +754,5 @@ def test_the_apis_probes_ask_the_real_api(redis_url: str, prefix: str, tmp_path:
     environment = script_environment() | container_environment(
         api(), MONITAO_PD_REDIS_URL=redis_url, MONITAO_PD_KEY_PREFIX=prefix,
         MONITAO_PD_CONFIG=str(config), MONITAO_PD_SECRET_KEYS=generate_key())
-    process = subprocess.Popen(["monitao-pd", *args], env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
-
-        def answer(path: str) -> int | None:
-            assert process.poll() is None, f"the API exited with {process.returncode}"
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
-            except httpx.TransportError:
-                return None
-
-        for path in paths:
-            assert wait_until(lambda path=path: answer(path), timeout=30,
-                              message="the API to answer its probe") == 200
-        assert answer("/health") == 404
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+    serve_and_probe(args, environment, port, paths, "the API")
