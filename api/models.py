@@ -87,48 +87,44 @@ class TimelineEntry(BaseModel):
     dedup_key: str | None = None
 
 
-class KeyFigures(BaseModel):
+FIGURES_EXAMPLE: dict[str, Any] = {
+    "events": 2, "states": {"delivered": 2}, "attempts": 2, "retries_scheduled": 0,
+    "rate_limited": 0, "replayed": 0, "first_enqueued": TS, "enqueue_to_first_delivery_ms": 445,
+    "trigger_to_resolve_ms": 393}
+
+
+class Figures(BaseModel):
+    """What a timeline's events add up to: one key's, or a whole incident's."""
+
+    events: int
+    states: dict[str, int]
+    attempts: int
+    retries_scheduled: int
+    rate_limited: int
+    replayed: int
+    first_enqueued: str | None
+    enqueue_to_first_delivery_ms: int | None
+    trigger_to_resolve_ms: int | None
+
+
+class KeyFigures(Figures):
     """The derived figures of one (destination, dedup_key) of an incident."""
 
-    model_config = _examples({
-        "destination": "prod", "dedup_key": DEDUP_KEY, "events": 2,
-        "states": {"delivered": 2}, "attempts": 2, "retries_scheduled": 0, "rate_limited": 0,
-        "replayed": 0, "first_enqueued": TS, "enqueue_to_first_delivery_ms": 445,
-        "trigger_to_resolve_ms": 393})
+    model_config = _examples({"destination": "prod", "dedup_key": DEDUP_KEY,
+                              **FIGURES_EXAMPLE})
 
     destination: str
     dedup_key: str
-    events: int
-    states: dict[str, int]
-    attempts: int
-    retries_scheduled: int
-    rate_limited: int
-    replayed: int
-    first_enqueued: str | None
-    enqueue_to_first_delivery_ms: int | None
-    trigger_to_resolve_ms: int | None
 
 
-class TimelineSummary(BaseModel):
+class TimelineSummary(Figures):
     """What `monitao-pd timeline --summary --json` prints."""
 
-    model_config = _examples({
-        "incident_id": INCIDENT, "entries": 6, "events": 2, "states": {"delivered": 2},
-        "attempts": 2, "retries_scheduled": 0, "rate_limited": 0, "replayed": 0,
-        "first_enqueued": TS, "enqueue_to_first_delivery_ms": 445,
-        "trigger_to_resolve_ms": 393, "keys": []})
+    model_config = _examples({"incident_id": INCIDENT, "entries": 6, **FIGURES_EXAMPLE,
+                              "keys": []})
 
     incident_id: str
     entries: int
-    events: int
-    states: dict[str, int]
-    attempts: int
-    retries_scheduled: int
-    rate_limited: int
-    replayed: int
-    first_enqueued: str | None
-    enqueue_to_first_delivery_ms: int | None
-    trigger_to_resolve_ms: int | None
     keys: list[KeyFigures]
 
 
