@@ -14,44 +14,19 @@ worst), and checks that every incident ended resolved at the simulator.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
-import string
 import sys
-import tempfile
 import time
-import uuid
-from contextlib import ExitStack
 from pathlib import Path
-
-import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.workers import worker_processes  # noqa: E402
-from config.destinations import load_destinations  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from producer import AlertProducer  # noqa: E402
+from bench.workers import bench_fleet  # noqa: E402
 from simulator import Faults, Simulator  # noqa: E402
 from worker import timeline  # noqa: E402
-from worker.app import create_app  # noqa: E402
 
 READ_TIMEOUT = 2.0
-
-
-def wait_delivered(client: redis.Redis, prefix: str, ids: list[str], limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        pipe = client.pipeline(transaction=False)
-        for event_id in ids:
-            pipe.hget(f"{prefix}event:{event_id}", "state")
-        if all(state == "delivered" for state in pipe.execute()):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"not everything was delivered within {limit:.0f} s")
-        time.sleep(0.2)
 
 
 def main() -> int:
@@ -63,84 +38,64 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     args = parser.parse_args()
 
-    prefix = f"bench-uncertain-{uuid.uuid4().hex[:8]}:"
-    key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
-    workdir = Path(tempfile.mkdtemp(prefix="monitao-pd-uncertain-"))
-    client = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    stack = ExitStack()
     faults = Faults(rate_limit=None, stall_rate=args.stall_rate,
                     stall_ms=(READ_TIMEOUT + 1.0) * 1000)
-    with Simulator(faults=faults) as sim:
-        config = workdir / "destinations.toml"
-        config.write_text(f'[destinations.prod]\nrouting_key_env = "BENCH_PD_KEY"\n'
-                          f'events_url = "{sim.events_url}"\nrate_limit_per_minute = 100000\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MONITAO_PD_")}
-        env.update(MONITAO_PD_REDIS_URL=args.redis_url, MONITAO_PD_KEY_PREFIX=prefix,
-                   MONITAO_PD_CONFIG=str(config), BENCH_PD_KEY=key,
-                   MONITAO_PD_HTTP_READ_TIMEOUT=str(READ_TIMEOUT),
-                   MONITAO_PD_UNCERTAIN_WINDOW_SECONDS=str(args.window))
-        try:
-            stack.enter_context(worker_processes(env, workdir, "uncertain"))
-            settings = load_settings(redis_url=args.redis_url, key_prefix=prefix, config=config,
-                                     http_read_timeout=READ_TIMEOUT,
-                                     uncertain_window_seconds=args.window)
-            destinations = load_destinations(config, environ=env)
-            producer = AlertProducer(settings, destinations=destinations,
-                                     celery_app=create_app(settings, destinations))
-            incidents = [f"u{n}" for n in range(args.incidents)]
-            triggers = producer.send_many([
-                {"monitor_id": "1", "incident_id": i, "action": "trigger", "summary": "[DOWN]"}
-                for i in incidents])
-            wait_delivered(client, prefix, triggers, 300)
-            resolves = producer.send_many([
-                {"monitor_id": "1", "incident_id": i, "action": "resolve"} for i in incidents])
-            wait_delivered(client, prefix, resolves, 300 + 2 * args.window)
-            # confirmations go a window after their resolve
-            time.sleep(args.window + 3)
+    with Simulator(faults=faults) as sim, bench_fleet(
+            "uncertain", args.redis_url, sim.events_url,
+            env={"MONITAO_PD_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
+                 "MONITAO_PD_UNCERTAIN_WINDOW_SECONDS": str(args.window)},
+            http_read_timeout=READ_TIMEOUT, uncertain_window_seconds=args.window) as fleet:
+        client, producer = fleet.client, fleet.producer
+        incidents = [f"u{n}" for n in range(args.incidents)]
+        triggers = producer.send_many([
+            {"monitor_id": "1", "incident_id": i, "action": "trigger", "summary": "[DOWN]"}
+            for i in incidents])
+        fleet.wait_delivered(triggers, 300)
+        resolves = producer.send_many([
+            {"monitor_id": "1", "incident_id": i, "action": "resolve"} for i in incidents])
+        fleet.wait_delivered(resolves, 300 + 2 * args.window)
+        # confirmations go a window after their resolve
+        time.sleep(args.window + 3)
 
-            requests: dict[str, int] = {}
-            for request in sim.requests():
-                requests[request["dedup_key"]] = requests.get(request["dedup_key"], 0) + 1
-            keys = producer.keys
-            rows: dict[bool, list[tuple[int, float]]] = {True: [], False: []}
-            for incident, resolve in zip(incidents, resolves, strict=True):
-                entries = list(timeline.read(client, keys, incident))
-                ambiguous = any(e.get("answer_lost") for e in entries)
-                enqueued = next(e for e in entries
-                                if e["stage"] == "enqueued" and e["event_id"] == resolve)
-                delivered = next(e for e in entries
-                                 if e["stage"] == "delivered" and e["event_id"] == resolve)
-                latency = (timeline.entry_millis(delivered["id"])
-                           - timeline.entry_millis(enqueued["id"])) / 1000
-                rows[ambiguous].append(
-                    (requests[f"monitao-monitor-1-incident-{incident}"], latency))
-            latest: dict[str, str] = {}
-            for state in sim.incidents():
-                latest[state["dedup_key"]] = state["status"]
-            unresolved = sum(status != "resolved" for status in latest.values())
+        requests: dict[str, int] = {}
+        for request in sim.requests():
+            requests[request["dedup_key"]] = requests.get(request["dedup_key"], 0) + 1
+        keys = producer.keys
+        rows: dict[bool, list[tuple[int, float]]] = {True: [], False: []}
+        for incident, resolve in zip(incidents, resolves, strict=True):
+            entries = list(timeline.read(client, keys, incident))
+            ambiguous = any(e.get("answer_lost") for e in entries)
+            enqueued = next(e for e in entries
+                            if e["stage"] == "enqueued" and e["event_id"] == resolve)
+            delivered = next(e for e in entries
+                             if e["stage"] == "delivered" and e["event_id"] == resolve)
+            latency = (timeline.entry_millis(delivered["id"])
+                       - timeline.entry_millis(enqueued["id"])) / 1000
+            rows[ambiguous].append(
+                (requests[f"monitao-monitor-1-incident-{incident}"], latency))
+        latest: dict[str, str] = {}
+        for state in sim.incidents():
+            latest[state["dedup_key"]] = state["status"]
+        unresolved = sum(status != "resolved" for status in latest.values())
 
-            print(f"{args.incidents} incidents, {args.stall_rate:.0%} of requests held "
-                  f"{READ_TIMEOUT + 1:.0f} s and never answered (read timeout "
-                  f"{READ_TIMEOUT:.0f} s), uncertainty window {args.window:g} s, "
-                  "2 workers x 16 threads")
-            print("| incidents | count | requests per incident | resolve latency median | "
-                  "worst |")
-            print("| --- | --- | --- | --- | --- |")
-            for ambiguous, label in ((True, "with a lost answer"), (False, "without")):
-                data = rows[ambiguous]
-                if not data:
-                    print(f"| {label} | 0 | - | - | - |")
-                    continue
-                print(f"| {label} | {len(data)} | "
-                      f"{statistics.mean(r for r, _ in data):.2f} | "
-                      f"{statistics.median(lat for _, lat in data):.2f} s | "
-                      f"{max(lat for _, lat in data):.2f} s |")
-            print(f"incidents left open at the simulator: {unresolved}; PagerDuty incidents "
-                  f"opened: {len(sim.incidents())} for {args.incidents} outages")
-        finally:
-            stack.close()  # the workers stop before their keys are deleted
-            for name in client.scan_iter(f"{prefix}*"):
-                client.delete(name)
+        print(f"{args.incidents} incidents, {args.stall_rate:.0%} of requests held "
+              f"{READ_TIMEOUT + 1:.0f} s and never answered (read timeout "
+              f"{READ_TIMEOUT:.0f} s), uncertainty window {args.window:g} s, "
+              "2 workers x 16 threads")
+        print("| incidents | count | requests per incident | resolve latency median | "
+              "worst |")
+        print("| --- | --- | --- | --- | --- |")
+        for ambiguous, label in ((True, "with a lost answer"), (False, "without")):
+            data = rows[ambiguous]
+            if not data:
+                print(f"| {label} | 0 | - | - | - |")
+                continue
+            print(f"| {label} | {len(data)} | "
+                  f"{statistics.mean(r for r, _ in data):.2f} | "
+                  f"{statistics.median(lat for _, lat in data):.2f} s | "
+                  f"{max(lat for _, lat in data):.2f} s |")
+        print(f"incidents left open at the simulator: {unresolved}; PagerDuty incidents "
+              f"opened: {len(sim.incidents())} for {args.incidents} outages")
     return 0
 
 
