@@ -11,11 +11,9 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 import simulator.server
 from simulator import DEMO_API_TOKEN, Simulator
 from tests.conftest import random_routing_key, wait_until
+from tests.simulator.collector import Collector, serving
 
 FROM = "ops@example.com"
 REPO = Path(__file__).resolve().parents[2]
@@ -75,46 +74,10 @@ def trigger(sim: Simulator, key: str, dedup_key: str) -> None:
     assert answer.status_code == 202
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook endpoint that keeps each body with its headers."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[bytes, dict[str, str]]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    receiver.got.append((raw, {k.lower(): v for k, v in self.headers.items()}))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/pagerduty"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(raw) for raw, _ in self.got]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[Collector]:
+    with serving() as server:
+        yield server
 
 
 # Authentication
@@ -327,7 +290,7 @@ def test_sim_rest_control_endpoints(sim: Simulator, client: pagerduty.RestApiV2C
 
 
 def test_reset_forgets_rest_state_but_keeps_tokens_and_services(
-        sim: Simulator, client: pagerduty.RestApiV2Client, receiver: Receiver):
+        sim: Simulator, client: pagerduty.RestApiV2Client, receiver: Collector):
     sim.add_service("PKEEP01", name="Kept")
     sim.add_rest_token("kept-token")
     client.rpost("/maintenance_windows", json=window(5, 10))
@@ -345,7 +308,7 @@ def test_reset_forgets_rest_state_but_keeps_tokens_and_services(
 
 
 def test_a_subscription_shows_its_secret_once(sim: Simulator, client: pagerduty.RestApiV2Client,
-                                              receiver: Receiver):
+                                              receiver: Collector):
     created = client.post("/webhook_subscriptions", json=subscription(
         receiver.url, "PSIMSVC", ["incident.triggered"]))
     assert created.status_code == 201
@@ -374,7 +337,7 @@ def test_a_subscription_shows_its_secret_once(sim: Simulator, client: pagerduty.
 
 
 def test_webhooks_reach_a_subscription_signed_with_its_secret(
-        sim: Simulator, client: pagerduty.RestApiV2Client, receiver: Receiver):
+        sim: Simulator, client: pagerduty.RestApiV2Client, receiver: Collector):
     key = random_routing_key()
     sim.add_service("PSUB001", name="Subscribed", routing_key=key)
     made = client.rpost("/webhook_subscriptions", json=subscription(
@@ -402,7 +365,7 @@ def test_webhooks_reach_a_subscription_signed_with_its_secret(
 
 def test_webhooks_without_incident_key_when_asked(sim: Simulator,
                                                   client: pagerduty.RestApiV2Client,
-                                                  receiver: Receiver):
+                                                  receiver: Collector):
     client.rpost("/webhook_subscriptions", json=subscription(
         receiver.url, "PSIMSVC", ["incident.triggered", "incident.acknowledged"]))
     answer = httpx.post(sim.url + "/_sim/webhooks", json={"include_incident_key": False})
@@ -420,7 +383,7 @@ def test_webhooks_without_incident_key_when_asked(sim: Simulator,
                       json={"include_incident_key": "no"}).status_code == 400
 
 
-def test_the_configured_webhook_carries_the_incident_service(receiver: Receiver):
+def test_the_configured_webhook_carries_the_incident_service(receiver: Collector):
     key = random_routing_key()
     with Simulator(webhook_url=receiver.url, webhook_secret="s3cret") as sim:
         sim.add_service("PCONF01", name="Configured", routing_key=key)
