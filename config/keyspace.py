@@ -277,6 +277,12 @@ class Keyspace:
         return f"{self.prefix}rest-checks"
 
     @property
+    def rest_version(self) -> str:
+        """String: a counter bumped by every registry change of a destination that has (or
+        had) REST credentials: what the maintenance sync follows, not every change."""
+        return f"{self.prefix}rest-version"
+
+    @property
     def rest_destinations(self) -> str:
         """Sorted set (all scores 0): the run-time destinations with REST credentials."""
         return f"{self.prefix}rest-destinations"

@@ -78,7 +78,7 @@ NO_KEY_RING = (f"{KEY_RING_VARIABLE} is not set: routing keys of run-time destin
                "stored encrypted with it (make one with `monitao-pd secrets generate-key`)")
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
-#       7 destinations with REST credentials
+#       7 destinations with REST credentials, 8 REST version
 # ARGV: 1 name, 2 mode (add|update), 3 expected version ('' = any), 4 fields (JSON object of
 #       strings; '' deletes the field), 5 account set key prefix, 6 channel, 7 service set
 #       key prefix
@@ -118,6 +118,7 @@ if new[4] then
 else
   redis.call('ZREM', KEYS[7], ARGV[1])
 end
+if old[4] or new[4] then redis.call('INCR', KEYS[8]) end
 for i, counts in ipairs({KEYS[3], KEYS[4]}) do
   local before, after = old[i + 1], new[i + 1]
   if before ~= after then
@@ -134,7 +135,8 @@ return {'ok', version, registry_version, redis.call('HGET', KEYS[1], 'created_at
 """
 
 # KEYS: 1 destination, 2 names, 3 key ids, 4 endpoints, 5 registry version, 6 tombstone,
-#       7 rate window, 8 waiting room, 9 cooldown, 10 destinations with REST credentials
+#       7 rate window, 8 waiting room, 9 cooldown, 10 destinations with REST credentials,
+#       11 REST version
 # ARGV: 1 name, 2 account set key prefix, 3 channel, 4 tombstone ttl ms, 5 service set
 #       key prefix
 # Removes a destination and its budget state, leaves the tombstone, bumps and publishes.
@@ -146,7 +148,10 @@ local old = redis.call('HMGET', KEYS[1], 'account', 'key_id', 'endpoint_id',
 redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if old[1] then redis.call('ZREM', ARGV[2] .. old[1], ARGV[1]) end
-if old[4] then redis.call('ZREM', ARGV[5] .. old[4], ARGV[1]) end
+if old[4] then
+  redis.call('ZREM', ARGV[5] .. old[4], ARGV[1])
+  redis.call('INCR', KEYS[11])
+end
 redis.call('ZREM', KEYS[10], ARGV[1])
 local function decrement(counts, member)
   if not member then return 0 end
@@ -726,7 +731,7 @@ class Registry:
             keys=[keys.destination(name), keys.destination_names, keys.registry_key_ids,
                   keys.registry_endpoints, keys.registry_version, keys.destination_removed(name),
                   keys.rate_window(name), keys.rate_waiting(name), keys.cooldown(name),
-                  keys.rest_destinations],
+                  keys.rest_destinations, keys.rest_version],
             args=[name, keys.account_destinations(""), keys.registry_channel, self.tombstone_ms,
                   keys.service_destinations("")])
         if result[0] == "missing":
@@ -820,7 +825,7 @@ class Registry:
         keys = self.keys
         return [keys.destination(name), keys.destination_names, keys.registry_key_ids,
                 keys.registry_endpoints, keys.registry_version, keys.destination_removed(name),
-                keys.rest_destinations]
+                keys.rest_destinations, keys.rest_version]
 
     def _ring(self) -> KeyRing:
         if self.key_ring is None:

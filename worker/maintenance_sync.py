@@ -19,14 +19,16 @@ credentials (and `sync` on):
 A failure leaves the state `pending` (retryable: an outage, a 429, a 5xx, no answer) or
 `failed` (401, 403, 404, 400), tried again with a backoff doubling up to the cap; a failed
 one at the cap's pace, and at once when the destination's credentials change. A pass runs
-every `maintenance_sync_seconds`, within about a second of a window or registry change, and
-when a retry is due. It never blocks deliveries (its own thread and REST clients, bounded by
-the REST timeout) and never crashes the worker: an error is one safe log line.
+every `maintenance_sync_seconds`, within about a second of a change of a window or of a
+destination with REST credentials (other registry changes cost nothing), and when a retry
+is due. It never blocks deliveries (its own thread and REST clients, bounded by the REST
+timeout) and never crashes the worker: an error is one safe log line.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -169,12 +171,15 @@ class MaintenanceSync:
             self._stop.wait(self.poll_seconds * (8 if failing else 1))
 
     def _versions(self) -> tuple[Any, ...]:
-        """What calls for a pass: the windows' and the registry's versions, the next retry."""
+        """What calls for a pass, in one round trip: the windows' version, the version of
+        the destinations with REST credentials (not every registry change: adding
+        destinations without them never costs a pass), the next retry."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.keys.maintenance_version)
-        pipe.get(self.keys.registry_version)
-        version, registry = pipe.execute()
-        return version, registry, next_due_ms(self.client, self.keys)
+        pipe.get(self.keys.rest_version)
+        pipe.zrange(self.keys.maintenance_sync_due, 0, 0, withscores=True)
+        version, rest, first = pipe.execute()
+        return version, rest, float(first[0][1]) if first else math.inf
 
     # --- one pass ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from config.maintenance import MaintenanceWindow
 from config.registry import Registry
 from config.secrets import generate_key, parse_key_ring
 from simulator import Simulator
-from tests.conftest import Fleet, wait_until
+from tests.conftest import Fleet, random_routing_key, wait_until
 from worker import maintenance_windows
 from worker.maintenance import add_window, remove_window
 from worker.maintenance_sync import MaintenanceSync
@@ -431,3 +431,20 @@ def test_a_401_does_not_hold_up_the_destinations_events(
         assert windows_on(sim) == []
         assert_secret_absent(fleet.redis, fleet.settings.key_prefix, caplog.text,
                              (GOOD_TOKEN, BAD_TOKEN))
+
+
+def test_only_changes_of_destinations_with_credentials_call_for_a_pass(
+        redis_conn: redis.Redis, prefix: str, sim: Simulator, routing_key: str,
+        make_sync: Callable[..., MaintenanceSync]) -> None:
+    sync = make_sync()
+    registry = Registry(redis_conn, Keyspace(prefix), key_ring=parse_key_ring(generate_key()))
+    before = sync._versions()
+    registry.add("plain", {"events_url": sim.events_url}, random_routing_key())
+    registry.update("plain", {"account": "acme"})
+    assert sync._versions() == before  # registering customers' destinations costs no pass
+    registry.update("plain", {"pagerduty_service_id": "PSIMSVC",
+                              "pagerduty_api_url": sim.rest_url}, api_token=GOOD_TOKEN)
+    gained = sync._versions()
+    assert gained != before
+    registry.remove("plain")
+    assert sync._versions() != gained
