@@ -92,14 +92,6 @@ def problems(response: httpx.Response) -> list[str]:
     return list(body["problems"])
 
 
-def event(monitor: int | str, incident: int | str, action: str, **extra: object) -> dict:
-    """An alert event as MoniTao sends it (to `prod` unless told)."""
-    result = {"action": action, "monitor_id": str(monitor), "incident_id": str(incident),
-              "destination": "prod", **extra}
-    if action == "trigger":
-        result.setdefault("summary", f"[DOWN] monitor {monitor} - HTTP 503")
-    return result
-
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path, redis_url: str, prefix: str,
