@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.conftest import event, problems
+from tests.api.conftest import problems
+from tests.cli.operate.support import event
 from tests.conftest import Fleet
 
 

@@ -7,7 +7,8 @@ import json
 
 import httpx
 
-from tests.api.conftest import event, problems
+from tests.api.conftest import problems
+from tests.cli.operate.support import event
 from tests.conftest import Fleet
 from worker import timeline
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 
 from api.server import ApiService
-from tests.api.conftest import event, problems
+from tests.api.conftest import problems
+from tests.cli.operate.support import event
 from tests.conftest import Fleet
 
 

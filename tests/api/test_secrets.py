@@ -11,8 +11,7 @@ import pytest
 import redis
 
 from api.server import ApiService
-from tests.api.conftest import event
-from tests.cli.operate.support import STAGING_KEY
+from tests.cli.operate.support import STAGING_KEY, event
 from tests.conftest import Fleet, random_routing_key
 
 
