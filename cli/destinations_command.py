@@ -87,10 +87,8 @@ def rest_report(settings: Settings,
         return [], []
     checks = rest_checks.check_all(destinations, ca_file=settings.rest_ca_file,
                                    timeout=settings.rest_timeout_seconds)
-    lines = [f"pagerduty rest: {c.line}" for c in checks if c.problem is None or c.unreachable]
-    problems = [f"pagerduty rest: {c.line}" for c in checks
-                if c.problem is not None and not c.unreachable]
-    return lines, problems
+    return ([f"pagerduty rest: {c.line}" for c in checks if not c.refused],
+            [f"pagerduty rest: {c.line}" for c in checks if c.refused])
 
 
 def setting_options(command: F) -> F:

@@ -46,6 +46,12 @@ class RestCheck:
     checked_at: float = 0.0
 
     @property
+    def refused(self) -> bool:
+        """Whether the credentials are wrong (a configuration error), not merely unchecked
+        or without an answer from PagerDuty."""
+        return self.problem is not None and not self.unreachable
+
+    @property
     def line(self) -> str:
         """The result in one line."""
         verdict = "OK" if self.problem is None else self.problem
